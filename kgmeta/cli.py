@@ -1,0 +1,158 @@
+"""The ``kgmeta`` command.
+
+``main(argv)`` is the entry point of the console script and is callable in-process (tests use it
+that way). Every subcommand imports what it needs lazily, so ``kgmeta --help`` stays fast. Errors
+caused by the user (:class:`kgmeta.errors.KGMetaError`) print one line and exit with status 2;
+Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from kgmeta import __version__
+from kgmeta.errors import KGMetaError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _split_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _cmd_ontology_info(args: argparse.Namespace) -> int:
+    from kgmeta.ontology import load_ontology
+
+    ontology = load_ontology(args.files, include_deprecated=args.include_deprecated)
+    if args.json:
+        print(json.dumps(ontology.info(), indent=2, sort_keys=True, default=str))
+    else:
+        print(ontology.format_info())
+    return 0
+
+
+def _cmd_ontology_resolve(args: argparse.Namespace) -> int:
+    from kgmeta.ontology import load_class_mapping, load_ontology
+
+    ontology = load_ontology(args.files)
+    names = _split_names(args.names or "")
+    if args.mapping:
+        ontology, mapping = load_class_mapping(args.mapping, ontology)
+        for name, iri in mapping.items():
+            print(f"{name}\t{ontology.curie(iri)}\t{ontology.label(iri)}\tmapping")
+    if not names:
+        if not args.mapping:
+            raise KGMetaError("ontology resolve: nothing to resolve; pass --names a,b,c or --mapping FILE")
+        return 0
+    report = ontology.resolve_many(names)
+    for name, iri in report.matches.items():
+        print(f"{name}\t{ontology.curie(iri)}\t{ontology.label(iri)}\t{report.how[name]}")
+    for name, iris in report.ambiguous.items():
+        options = ", ".join(f"{ontology.curie(i)} ({ontology.label(i)})" for i in iris)
+        print(f"{name}\tAMBIGUOUS\t{options}")
+    for name in report.unmatched:
+        print(f"{name}\tUNMATCHED")
+    return 0 if not (report.unmatched or report.ambiguous) else 1
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from kgmeta.gnn import embed_command
+
+    result = embed_command(
+        args.files, args.out, epochs=args.epochs, seed=args.seed, out_dim=args.dim, kind=args.kind
+    )
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from kgmeta.synthetic import synth_command
+
+    result = synth_command(
+        args.out,
+        n_per_class=args.n_per_class,
+        seed=args.seed,
+        size=args.size,
+        ontology_paths=args.ontology or None,
+    )
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the ``kgmeta`` command.
+
+    Returns:
+        The top-level parser; each subcommand stores its handler in ``func``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="kgmeta",
+        description="Knowledge-graph-augmented few-shot and zero-shot medical image classification.",
+    )
+    parser.add_argument("--version", action="version", version=f"kgmeta {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    onto = sub.add_parser("ontology", help="inspect ontologies and resolve class names")
+    onto_sub = onto.add_subparsers(dest="ontology_command", metavar="ACTION")
+    info = onto_sub.add_parser("info", help="classes, edges by type, roots, depth, unparsed axioms")
+    info.add_argument("files", nargs="+", help="ontology files (.ttl .owl .rdf .nt .jsonld .obo)")
+    info.add_argument("--json", action="store_true", help="print the report as JSON")
+    info.add_argument("--include-deprecated", action="store_true", help="keep deprecated classes")
+    info.set_defaults(func=_cmd_ontology_info)
+    resolve = onto_sub.add_parser("resolve", help="map class names to ontology IRIs")
+    resolve.add_argument("files", nargs="+", help="ontology files")
+    resolve.add_argument("--names", help="comma-separated class names, labels or CURIEs")
+    resolve.add_argument("--mapping", help="class mapping file (TSV, CSV or YAML)")
+    resolve.set_defaults(func=_cmd_ontology_resolve)
+
+    embed = sub.add_parser("embed", help="pretrain a GNN on an ontology by link prediction")
+    embed.add_argument("files", nargs="+", help="ontology files")
+    embed.add_argument("--out", required=True, help="where to write the embeddings (.pt)")
+    embed.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    embed.add_argument("--dim", type=int, default=64, help="embedding size (default 64)")
+    embed.add_argument("--kind", default="rgcn", help="encoder: rgcn, gat or gcn (default rgcn)")
+    embed.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    embed.set_defaults(func=_cmd_embed)
+
+    synth = sub.add_parser("synth", help="write the synthetic benchmark as image folders")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--n-per-class", type=int, default=20, help="images per class (default 20)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    synth.add_argument("--ontology", nargs="*", help="ontology files (default: the shipped one)")
+    synth.set_defaults(func=_cmd_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kgmeta`` command.
+
+    Args:
+        argv: Arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+        The exit status: 0 on success, 1 when a command found problems (e.g. unresolved names),
+        2 for a user error, 130 when interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0 if not argv else EXIT_USER_ERROR
+    try:
+        return func(args)
+    except KGMetaError as exc:
+        print(f"kgmeta: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("kgmeta: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

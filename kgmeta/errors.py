@@ -1,0 +1,29 @@
+"""Exception types of kgmeta.
+
+Every error a user can cause (a bad file, a bad config value, too few images) is raised as a
+subclass of :class:`KGMetaError` with a one-line message that names the file or value and the
+fix. The command line prints that line and exits non-zero without a traceback; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class KGMetaError(Exception):
+    """Base class of errors caused by user input (files, configs, arguments)."""
+
+
+class OntologyError(KGMetaError):
+    """An ontology file or class mapping cannot be read or is inconsistent."""
+
+
+class DataError(KGMetaError):
+    """Image data cannot be read or does not fit the requested episodes."""
+
+
+class ConfigError(KGMetaError):
+    """A configuration key, type or value is invalid."""
+
+
+class CheckpointError(KGMetaError):
+    """A checkpoint or run folder cannot be read, written or resumed."""
