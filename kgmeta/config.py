@@ -1,0 +1,965 @@
+"""Run configuration: frozen typed dataclasses, strict YAML loading, overrides, dump, reference.
+
+A run is described by one :class:`RunConfig` made of six sections (``ontology``, ``graph``,
+``data``, ``episodes``, ``model``, ``train``). Every default lives in exactly one place: the field
+declarations below. Every field carries a ``help`` string and, where it has one, its valid range
+(``ge``/``gt``/``le``/``lt``/``choices``/``pattern``/``min_items``/``unique`` in the field
+metadata); the same metadata drives validation in ``__post_init__`` and the generated reference
+(:func:`config_reference_markdown`), so documentation and checks cannot drift apart.
+
+Loading (:func:`load_config`) is strict: YAML is read with a safe loader, unknown keys are errors
+that suggest the closest valid key, wrong types are errors, ``base: other.yaml`` inherits from
+another file, and ``key=value`` overrides (``kgmeta train --set episodes.n_way=3``) are applied
+last. Every user mistake raises :class:`~kgmeta.errors.ConfigError` with one line naming the file
+(or the ``--set`` argument), the key path, the bad value and the fix.
+
+Type rules: an int is accepted where a float is expected, and so is a numeric string such as
+``"1e-3"`` (PyYAML reads ``1e-3`` without a dot as a string); a bool is never an int; ``null`` is
+accepted only by optional keys; list elements are checked one by one; lists are stored as tuples
+so the config stays immutable and hashable. On the command line only, a non-string scalar given to
+a string key is kept as the text typed (``--set name=2024`` gives the string ``"2024"``).
+
+Only ``train.build(cfg)`` reads the config; modules below it take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union
+
+import yaml
+
+from kgmeta.errors import ConfigError
+
+__all__ = [
+    "OntologyConfig",
+    "GraphConfig",
+    "DataConfig",
+    "EpisodeConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "RunConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "config_keys",
+    "config_diff",
+    "config_fingerprint",
+    "config_reference_markdown",
+    "FINGERPRINT_IGNORED",
+]
+
+
+def _opt(default: Any, help: str, **rules: Any) -> Any:
+    """A dataclass field with its default, its help text and its validation rules."""
+    if isinstance(default, list):
+        default = tuple(default)
+    return field(default=default, metadata={"help": help, **rules})
+
+
+def _section(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help})
+
+
+class _KeyedError(ConfigError):
+    """A ConfigError about one key path; the loader prefixes the file or --set that set it."""
+
+    def __init__(self, key: str, message: str, related: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.keys = (key, *related)  # where to look for the file that set the bad value
+
+
+class _Section:
+    """Shared validation of every config dataclass: types, then ranges, then cross-field checks."""
+
+    SECTION: ClassVar[str] = ""  # key path prefix of this section ("" for the top level)
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            key = _join(self.SECTION, f.name)
+            value = _coerce(getattr(self, f.name), hints[f.name], key)
+            _check_rules(value, f.metadata, key)
+            object.__setattr__(self, f.name, value)
+        self._check()
+
+    def _check(self) -> None:
+        """Cross-field checks of one section; override where needed."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class OntologyConfig(_Section):
+    """Which ontology files become the knowledge graph."""
+
+    SECTION = "ontology"
+
+    paths: tuple[str, ...] = _opt(
+        ("builtin:kgmeta-medical",),
+        "ontology files merged into one graph (.ttl .owl .rdf .nt .jsonld .obo); "
+        "`builtin:kgmeta-medical` is the shipped ontology",
+        min_items=1, min_len=1, unique=True)
+    mapping: str | None = _opt(
+        None,
+        "optional file of extra term mappings between ontologies (e.g. DOID <-> MeSH) merged "
+        "into the graph; null: none",
+        min_len=1)
+    include_deprecated: bool = _opt(
+        False, "keep classes marked owl:deprecated as graph nodes")
+    cache_dir: str | None = _opt(
+        None, "folder of the built-graph cache; null: `.kgmeta-cache` in the working directory",
+        min_len=1)
+
+
+@dataclass(frozen=True)
+class GraphConfig(_Section):
+    """Node features and the GNN that embeds the ontology."""
+
+    SECTION = "graph"
+
+    encoder: Literal["rgcn", "gat", "gcn"] = _opt(
+        "rgcn", "GNN architecture embedding the ontology (RGCN uses the edge types)")
+    embed_dim: int = _opt(64, "size d of the node embeddings z", ge=1)
+    hidden: int = _opt(128, "hidden width of the GNN layers", ge=1)
+    layers: int = _opt(2, "number of message-passing layers", ge=1)
+    feature_dim: int = _opt(
+        128, "size of each node's text feature vector (labels, synonyms, definitions)", ge=1)
+    text_encoder: str = _opt(
+        "tfidf", "method turning node text into features (`tfidf`: TF-IDF reduced by SVD)",
+        min_len=1)
+    dropout: float = _opt(0.1, "dropout between GNN layers", ge=0.0, lt=1.0)
+    pretrain_epochs: int = _opt(
+        0, "link-prediction pretraining epochs of the GNN before meta-training; 0: none", ge=0)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """Where the images come from and how the classes are split."""
+
+    SECTION = "data"
+
+    kind: Literal["synthetic", "folders", "npz"] = _opt(
+        "synthetic",
+        "image source: `synthetic` (rendered from the ontology, no download), `folders` "
+        "(one sub-folder per class), `npz` (MedMNIST-style arrays)")
+    roots: tuple[str, ...] = _opt(
+        (), "image folders (kind `folders`) or .npz files (kind `npz`); unused for `synthetic`",
+        min_len=1, unique=True)
+    classes: str | None = _opt(
+        None,
+        "file mapping dataset class names to ontology terms; null: match class names to "
+        "ontology labels and synonyms",
+        min_len=1)
+    image_size: int = _opt(64, "side H = W of the images given to the backbone", ge=8)
+    channels: int = _opt(3, "image channels: 1 (grey) or 3 (RGB)", choices=(1, 3))
+    images_per_class: int = _opt(
+        600, "images rendered per class (kind `synthetic` only)", ge=1)
+    train_classes: tuple[str, ...] | None = _opt(
+        None, "classes (names or ontology CURIEs) of the meta-training split; null: the "
+        "default split", min_len=1, unique=True)
+    val_classes: tuple[str, ...] | None = _opt(
+        None, "classes of the validation split; null: the default split",
+        min_len=1, unique=True)
+    test_classes: tuple[str, ...] | None = _opt(
+        None, "classes of the test split (never seen in training); null: the default split",
+        min_len=1, unique=True)
+    memory_cap_mb: int = _opt(
+        2048, "most MiB of decoded images held in memory; larger datasets are read lazily",
+        ge=1)
+
+    def _check(self) -> None:
+        if self.kind != "synthetic" and not self.roots:
+            raise _KeyedError(
+                "data.roots",
+                f"data.roots is empty but data.kind is {self.kind!r}; set data.roots to the "
+                f"{'image folders' if self.kind == 'folders' else '.npz files'}, "
+                f"e.g. --set data.roots=[path/to/data]", related=("data.kind",))
+        splits = [("train_classes", self.train_classes), ("val_classes", self.val_classes),
+                  ("test_classes", self.test_classes)]
+        for i, (name_a, a) in enumerate(splits):
+            for name_b, b in splits[i + 1:]:
+                if a is None or b is None:
+                    continue
+                common = sorted(set(a) & set(b))
+                if common:
+                    raise _KeyedError(
+                        f"data.{name_b}",
+                        f"data.{name_a} and data.{name_b} share {_show(common[0])}; "
+                        f"a class belongs to one split, remove it from one of them",
+                        related=(f"data.{name_a}",))
+
+
+@dataclass(frozen=True)
+class EpisodeConfig(_Section):
+    """N-way K-shot Q-query episodes for training and evaluation."""
+
+    SECTION = "episodes"
+
+    n_way: int = _opt(5, "classes per episode", ge=2)
+    k_shot: int = _opt(
+        1, "support images per class in training episodes; 0: zero-shot", ge=0)
+    q_query: int = _opt(15, "query images per class in every episode", ge=1)
+    zero_shot_prob: float = _opt(
+        0.2, "probability that a training episode is zero-shot (graph prior only)",
+        ge=0.0, le=1.0)
+    eval_shots: tuple[int, ...] = _opt(
+        (0, 1, 5), "shots K evaluated at test time, one result per K", ge=0, min_items=1,
+        unique=True)
+    eval_episodes: int = _opt(600, "test episodes per evaluated shot count", ge=1)
+    val_episodes: int = _opt(100, "validation episodes per validation round", ge=1)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """Backbone, meta-learner and graph conditioning."""
+
+    SECTION = "model"
+
+    backbone: Literal["conv4", "resnet12", "resnet18", "tiny"] = _opt(
+        "conv4", "image feature extractor (`tiny`: a minimal CNN for tests)")
+    learner: Literal["protonet", "maml", "fomaml", "anil", "reptile", "finetune"] = _opt(
+        "protonet", "meta-learning method")
+    conditioning: Literal["none", "kg"] = _opt(
+        "kg", "`kg`: class priors from the graph; `none`: the plain baseline")
+    inner_steps: int = _opt(
+        5, "inner-loop gradient steps (MAML family, Reptile, fine-tune)", ge=1)
+    inner_lr: float = _opt(0.01, "inner-loop learning rate", gt=0.0)
+    proximal: float = _opt(
+        0.0, "weight of an L2 pull of inner-loop weights toward their (graph-given) "
+        "initialisation; 0: off", ge=0.0)
+    weights_path: str | None = _opt(
+        None, "pretrained backbone weights loaded before meta-training; null: random init",
+        min_len=1)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """Outer loop, losses, checkpoints and hardware."""
+
+    SECTION = "train"
+
+    steps: int = _opt(2000, "outer (meta-)optimisation steps", ge=1)
+    meta_batch: int = _opt(4, "episodes per outer step", ge=1)
+    lr: float = _opt(1e-3, "outer-loop (Adam) learning rate", gt=0.0)
+    weight_decay: float = _opt(0.0, "outer-loop weight decay", ge=0.0)
+    align_weight: float = _opt(
+        0.1, "weight of the loss pulling prior means toward seen-class visual means", ge=0.0)
+    link_weight: float = _opt(
+        0.0, "weight of the ontology link-prediction loss; 0: off", ge=0.0)
+    grad_clip: float | None = _opt(
+        10.0, "largest global gradient norm; null: no clipping", gt=0.0)
+    val_every: int = _opt(250, "validate every this many steps", ge=1)
+    checkpoint_every: int = _opt(250, "save a checkpoint every this many steps", ge=1)
+    seed: int = _opt(0, "random seed of the run", ge=0, le=2**32 - 1)
+    device: str = _opt(
+        "auto", "`auto` (CUDA if available, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`",
+        pattern=r"auto|cpu|mps|cuda(:[0-9]+)?")
+    amp: bool = _opt(True, "mixed precision on CUDA; ignored on CPU")
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    """The whole run; the resolved copy is saved in every run folder."""
+
+    SECTION = ""
+
+    name: str = _opt(
+        "kgmeta", "run name, used for the run folder (letters, digits, `.`, `_`, `-`)",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*")
+    out_dir: str = _opt("runs", "folder under which run folders are created", min_len=1)
+    ontology: OntologyConfig = _section(OntologyConfig, "which ontology files become the graph")
+    graph: GraphConfig = _section(GraphConfig, "node features and the GNN")
+    data: DataConfig = _section(DataConfig, "image source and class splits")
+    episodes: EpisodeConfig = _section(EpisodeConfig, "episode shape for training and evaluation")
+    model: ModelConfig = _section(ModelConfig, "backbone, learner and conditioning")
+    train: TrainConfig = _section(TrainConfig, "outer loop, losses, checkpoints, hardware")
+
+    def _check(self) -> None:
+        ep, data = self.episodes, self.data
+        if data.kind == "synthetic":
+            need = max(ep.k_shot, *ep.eval_shots) + ep.q_query
+            if data.images_per_class < need:
+                raise _KeyedError(
+                    "data.images_per_class",
+                    f"data.images_per_class = {data.images_per_class} is too small: an episode "
+                    f"needs up to {need} images per class (max(k_shot, eval_shots) + q_query); "
+                    f"set data.images_per_class >= {need} or lower episodes.q_query",
+                    related=("episodes.q_query", "episodes.k_shot", "episodes.eval_shots"))
+
+
+_SECTIONS: dict[str, type] = {
+    f.name: f.default_factory  # type: ignore[misc]
+    for f in dataclasses.fields(RunConfig)
+    if f.default_factory is not dataclasses.MISSING
+}
+for _name, _cls in _SECTIONS.items():
+    assert _cls.SECTION == _name, (_name, _cls)  # a section's key prefix is its field name
+
+# Keys that may differ between a checkpoint's config and the config resuming it: where and how
+# long to run, and where caches live; nothing that changes the model or its training.
+FINGERPRINT_IGNORED: tuple[str, ...] = (
+    "name", "out_dir", "train.steps", "train.device", "ontology.cache_dir", "data.memory_cap_mb")
+
+
+# --------------------------------------------------------------------------- types
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short one-line YAML-ish rendering of a value for messages."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, tuple):
+        text = repr(list(value))
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a bool"
+    if isinstance(value, int):
+        return "an int"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return "a date"
+    return f"a {type(value).__name__}"
+
+
+def _is_optional(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        rest = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(rest) != 1:
+            raise TypeError(f"unsupported config type {tp!r}")
+        return rest[0]
+    return tp
+
+
+def _describe(tp: Any) -> str:
+    """English description of an expected type, e.g. 'a list of ints or null'."""
+    if _is_optional(tp):
+        return f"{_describe(_strip_optional(tp))} or null"
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        inner = _describe(typing.get_args(tp)[0])
+        return "a list of " + inner.split(" ", 1)[1] + "s"
+    names = {bool: "a bool (true or false)", int: "an int", float: "a float", str: "a string"}
+    if tp in names:
+        return names[tp]
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _type_text(tp: Any) -> str:
+    """Short type name for the reference table."""
+    if _is_optional(tp):
+        return f"{_type_text(_strip_optional(tp))} or null"
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list[{_type_text(typing.get_args(tp)[0])}]"
+    return tp.__name__
+
+
+_FLOAT_TEXT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp``; returns it normalised (float from int, tuple from
+    list, section dataclass from mapping) or raises _KeyedError naming ``key``."""
+    full = tp
+    if _is_optional(tp):
+        if value is None:
+            return None
+        tp = _strip_optional(tp)
+    origin = typing.get_origin(tp)
+
+    def wrong(hint: str = "") -> _KeyedError:
+        fix = hint or f"set {key} to {_describe(full)}"
+        return _KeyedError(
+            key, f"{key} = {_show(value)} has the wrong type: expected {_describe(full)}, "
+                 f"got {_kind(value)}; {fix}")
+
+    if value is None:
+        raise wrong(f"null is only allowed for optional keys; set {key} to {_describe(full)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, str) and value in choices:
+            return value
+        if not isinstance(value, str):
+            raise wrong()
+        close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _KeyedError(
+            key, f"{key} = {_show(value)} is not a valid choice: must be one of "
+                 f"{', '.join(repr(c) for c in choices)}{hint}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong(f"write true or false for {key}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+            raise wrong(f"write {key} as a whole number without a decimal point, "
+                        f"e.g. {int(value)}")
+        raise wrong()
+    if tp is float:
+        if isinstance(value, bool):
+            raise wrong()
+        if isinstance(value, int):
+            value = float(value) if abs(value) < 2**1000 else math.inf
+        elif isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value.strip())
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return value
+            raise _KeyedError(key, f"{key} = {_show(value)} is not a finite number; "
+                                   f"set {key} to a finite float")
+        raise wrong(f"set {key} to a number such as 0.001")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float, datetime.date)):  # bool is an int
+            raise wrong(f"quote the value of {key} to make it a string, e.g. "
+                        f"'{_show(value, 30)}'")
+        raise wrong()
+    if origin is tuple:
+        elem_tp = typing.get_args(tp)[0]
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, elem_tp, f"{key}[{i}]") for i, v in enumerate(value))
+        raise wrong(f"write {key} as a list, e.g. [{_show(value)}]")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return _from_mapping(tp, value, key)
+        raise wrong(f"write {key} as a mapping of its keys (see the config reference)")
+    raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    """The valid range from field metadata, e.g. '>= 2', 'in [0, 1)', 'one of 1, 3'."""
+    parts = []
+    lo = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    hi = ("]", meta["le"]) if "le" in meta else (")", meta["lt"]) if "lt" in meta else None
+    if lo and hi:
+        parts.append(f"in {lo[0]}{_num(lo[1])}, {_num(hi[1])}{hi[0]}")
+    elif lo:
+        parts.append(f"{'>=' if lo[0] == '[' else '>'} {_num(lo[1])}")
+    elif hi:
+        parts.append(f"{'<=' if hi[0] == ']' else '<'} {_num(hi[1])}")
+    if "choices" in meta:
+        parts.append("one of " + ", ".join(str(c) for c in meta["choices"]))
+    return ", ".join(parts)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else str(x)
+
+
+def _check_rules(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    """Range checks from field metadata; list rules apply to the list, the rest per element."""
+    if value is None:
+        return
+    if isinstance(value, tuple):
+        if len(value) < meta.get("min_items", 0):
+            raise _KeyedError(key, f"{key} = {_show(value)} is empty; give at least "
+                                   f"{meta['min_items']} item(s)")
+        if meta.get("unique"):
+            seen: set[Any] = set()
+            for v in value:
+                if v in seen:
+                    raise _KeyedError(key, f"{key} = {_show(value)} lists {_show(v)} twice; "
+                                           f"remove the duplicate")
+                seen.add(v)
+        for i, v in enumerate(value):
+            _check_scalar(v, meta, f"{key}[{i}]")
+    else:
+        _check_scalar(value, meta, key)
+
+
+def _check_scalar(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ok = (("ge" not in meta or value >= meta["ge"]) and ("gt" not in meta or value > meta["gt"])
+              and ("le" not in meta or value <= meta["le"])
+              and ("lt" not in meta or value < meta["lt"])
+              and ("choices" not in meta or value in meta["choices"]))
+        if not ok:
+            rng = _range_text(meta)
+            fix = rng if rng.startswith("one of") else f"a value {rng}"
+            raise _KeyedError(key, f"{key} = {_show(value)} is out of range: must be {rng}; "
+                                   f"set {key} to {fix}")
+    if isinstance(value, str):
+        if len(value) < meta.get("min_len", 0):
+            raise _KeyedError(key, f"{key} is an empty string; give a value or remove the key")
+        pattern = meta.get("pattern")
+        if pattern and not re.fullmatch(pattern, value):
+            raise _KeyedError(key, f"{key} = {_show(value)} is not valid: {meta['help']}")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def config_keys(sections: bool = False) -> list[str]:
+    """Every valid dotted key path (``episodes.n_way``), in declaration order; with
+    ``sections=True`` the section names (``episodes``) are included too."""
+    keys: list[str] = []
+    for f in dataclasses.fields(RunConfig):
+        if f.name in _SECTIONS:
+            if sections:
+                keys.append(f.name)
+            keys.extend(f"{f.name}.{g.name}" for g in dataclasses.fields(_SECTIONS[f.name]))
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def _type_at(key: str) -> Any:
+    """The declared type of a dotted key path, or None when it is not a valid leaf key."""
+    head, _, rest = key.partition(".")
+    if head in _SECTIONS:
+        return _hints(_SECTIONS[head]).get(rest) if rest else None
+    return None if rest else _hints(RunConfig).get(head)
+
+
+def _unknown_key(key: str, valid: Sequence[str]) -> _KeyedError:
+    """Error for an unknown key path, suggesting the closest valid key: the same name in
+    another section, else a close key in the same section, else a close key anywhere."""
+    leaves = config_keys()
+    head, leaf = key.partition(".")[0], key.rsplit(".", 1)[-1]
+    close = [k for k in leaves if k.rsplit(".", 1)[-1] == leaf]
+    if not close and head in _SECTIONS and "." in key:
+        close = difflib.get_close_matches(
+            key, [k for k in leaves if k.startswith(head + ".")], n=1, cutoff=0.6)
+    if not close and head not in _SECTIONS:
+        close = difflib.get_close_matches(key, config_keys(sections=True), n=1, cutoff=0.6)
+    if not close:  # a misspelt key in the wrong section: match on its last part
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in leaves}
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1,
+                                                                cutoff=0.8)]
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    else:
+        where = f"in {key.rsplit('.', 1)[0]}" if "." in key else "at the top level"
+        hint = f"valid keys {where}: {', '.join(valid)}"
+    return _KeyedError(key, f"unknown key {_show(key, 80)}; {hint}")
+
+
+def _from_mapping(cls: type, data: Mapping[Any, Any], prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown and non-string keys."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if not isinstance(k, str):
+            raise _KeyedError(prefix, f"key {_show(k)} in {prefix or 'the top level'} is "
+                                      f"{_kind(k)}; keys are names such as "
+                                      f"{_join(prefix, names[0])!r}")
+        if k not in names:
+            raise _unknown_key(_join(prefix, k), names)
+    return cls(**data)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also rejects duplicate keys in a mapping."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[tuple[str, str]] = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            ident = (key_node.tag, key_node.value)
+            if ident in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+            seen.add(ident)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, label: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        problem = " ".join(str(e.problem or e.context or "syntax error").split())
+        if e.context and e.context_mark and e.problem_mark:
+            problem += f" ({' '.join(e.context.split())} at line {e.context_mark.line + 1})"
+        raise ConfigError(f"{where}: invalid YAML: {problem}; fix the syntax there") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{label}: invalid YAML: {' '.join(str(e).split())}; "
+                          f"fix the syntax") from None
+
+
+def _read_file(path: Path, label: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {label!r} not found; check the path (the shipped "
+                          f"configs are in configs/)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{label}: is a folder, not a YAML config file; give the path of "
+                          f"a .yaml file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: is not UTF-8 text; save the config as UTF-8 "
+                          f"YAML") from None
+    except OSError as e:
+        raise ConfigError(f"{label}: cannot read config file ({e.strerror}); check the path "
+                          f"and its permissions") from None
+    data = _parse_yaml(text, label)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: the top level must be a mapping of keys such as "
+                          f"'episodes:', not {_kind(data)}; see configs/ for examples")
+    return data
+
+
+def _layers(path: Path, label: str, stack: list[tuple[Path, str]]) -> list[tuple[str, dict]]:
+    """The file and its ``base`` ancestors as (label, data) layers, base first."""
+    resolved = path.resolve()
+    chain = [lbl for p, lbl in stack] + [label]
+    if any(p == resolved for p, _ in stack):
+        raise ConfigError(f"{stack[0][1]}: base cycle {' -> '.join(chain)}; remove one of "
+                          f"these base keys")
+    data = _read_file(path, label)
+    base = data.pop("base", None)
+    bases = [base] if isinstance(base, str) else base if isinstance(base, list) else None
+    if base is None:
+        bases = []
+    if bases is None or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(f"{label}: base = {_show(base)} must be a file path or a list of "
+                          f"them, relative to {label}; e.g. base: default.yaml")
+    layers: list[tuple[str, dict]] = []
+    for b in bases:
+        b_path = path.parent / b
+        layers += _layers(b_path, os.path.normpath(str(b_path)), stack + [(resolved, label)])
+    return layers + [(label, data)]
+
+
+def _merge(dst: dict, src: Mapping, label: str, sources: dict[str, str], prefix: str) -> None:
+    """Deep-merge ``src`` into ``dst`` (mappings merge, everything else replaces) and record
+    which file or --set gave each key path."""
+    for k, v in src.items():
+        path = _join(prefix, _check_key(k, label, prefix))
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v, label, sources, path)
+        else:
+            dst[k] = _plain(v, label, path, 0)
+            for old in [s for s in sources if s.startswith(path + ".")]:
+                del sources[old]
+            sources[path] = label
+
+
+def _plain(v: Any, label: str, path: str, depth: int) -> Any:
+    """A deep copy of parsed YAML (dicts and lists copied) whose mapping keys are names."""
+    if depth > 20:
+        raise ConfigError(f"{label}: {path or 'the config'} is nested more than 20 levels deep "
+                          f"(a recursive YAML alias?); write plain values")
+    if isinstance(v, Mapping):
+        return {_check_key(k, label, path): _plain(x, label, _join(path, k), depth + 1)
+                for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x, label, path, depth + 1) for x in v]
+    return v
+
+
+def _check_key(k: Any, label: str, prefix: str) -> str:
+    """A mapping key from a file or --set: a name without dots."""
+    if not isinstance(k, str):
+        raise ConfigError(f"{label}: key {_show(k)} in {prefix or 'the top level'} is "
+                          f"{_kind(k)}; keys are names such as 'episodes'")
+    if "." in k:
+        raise ConfigError(f"{label}: key {_show(k, 80)} contains a dot; nest it instead, "
+                          f"e.g. 'episodes:' then 'n_way: 5' on the next line, indented")
+    return k
+
+
+def _override_label(text: str) -> str:
+    return f"--set {text}" if text.isprintable() else f"--set {text!r}"
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if not isinstance(text, str):
+        raise ConfigError(f"override {_show(text)} is not a string; write key=value, "
+                          f"e.g. episodes.n_way=3")
+    label = _override_label(text)
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    if not eq:
+        raise ConfigError(f"{label}: missing '='; write key=value, e.g. --set episodes.n_way=3")
+    parts = key.split(".")
+    if not key or any(not p.strip() or p != p.strip() for p in parts):
+        raise ConfigError(f"{label}: malformed key {_show(key, 80)}; write a dotted key path "
+                          f"such as episodes.n_way")
+    if key == "base":
+        raise ConfigError(f"{label}: base can only be set inside a config file; pass the file "
+                          f"with --config instead")
+    try:
+        value = yaml.load(raw, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{label}: cannot parse the value {_show(raw)} as YAML ({problem}); "
+                          f"quote it or fix the brackets") from None
+    tp = _type_at(key)
+    if tp is not None and value is not None and not isinstance(value, (str, list, dict)):
+        base_tp = _strip_optional(tp)
+        if base_tp is str or typing.get_origin(base_tp) is Literal:
+            value = raw.strip()  # keep `--set name=2024` as the text typed
+    return parts, value
+
+
+def _source_of(keys: Sequence[str], sources: Mapping[str, str], default: str) -> str:
+    """The file or --set that gave the first of ``keys`` (or a section above it) a value."""
+    for key in keys:
+        path = re.sub(r"\[\d+\]", "", key)
+        while path:
+            if path in sources:
+                return sources[path]
+            path = path.rpartition(".")[0]
+    return default
+
+
+def _build(data: Mapping[Any, Any], sources: Mapping[str, str], default: str) -> RunConfig:
+    try:
+        return _from_mapping(RunConfig, data, "")
+    except _KeyedError as e:
+        raise ConfigError(f"{_source_of(e.keys, sources, default)}: {e}") from None
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """Build a validated RunConfig from a nested mapping (e.g. one stored in a checkpoint);
+    errors name ``source``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: a config must be a mapping, not {_kind(data)}")
+    return _build(data, {}, source)
+
+
+def load_config(path: str | os.PathLike[str] | None,
+                overrides: Sequence[str] = ()) -> RunConfig:
+    """Load a YAML config (``None``: the defaults), apply ``key=value`` overrides, validate.
+
+    ``base: other.yaml`` (or a list of files) in a file inherits from those files, resolved
+    relative to it; mappings merge key by key, every other value replaces. Raises ConfigError.
+    """
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    default = "config"
+    if path is not None:
+        label = os.fspath(path)
+        default = label
+        for layer_label, layer in _layers(Path(label), label, []):
+            _merge(raw, layer, layer_label, sources, "")
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    for text in overrides:
+        parts, value = _parse_override(text)
+        nested: Any = value
+        for p in reversed(parts):
+            nested = {p: nested}
+        _merge(raw, nested, _override_label(text), sources, "")
+    return _build(raw, sources, default)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as nested plain dicts and lists, in declaration order (YAML/JSON ready)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def dump_config(cfg: RunConfig, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config as YAML, atomically (temp file + os.replace); returns the path.
+    ``load_config`` of the written file gives back an equal config."""
+    path = Path(path)
+    text = ("# kgmeta resolved config; load with kgmeta.config.load_config\n"
+            + yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None,
+                             allow_unicode=True))
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
+                                         prefix=f".{path.name}.", suffix=".tmp",
+                                         delete=False) as tmp:
+            tmp_name = tmp.name
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write the config ({e.strerror}); check that the "
+                          f"folder is writable and the disk is not full") from None
+    finally:
+        if tmp_name is not None and os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, _join(prefix, k)))
+        else:
+            out[_join(prefix, k)] = v
+    return out
+
+
+def _selected(keys: Iterable[str] | None) -> list[str]:
+    """Leaf keys named by ``keys`` (leaves or whole sections); None: all but the ignored ones."""
+    leaves = config_keys()
+    if keys is None:
+        return [k for k in leaves if k not in FINGERPRINT_IGNORED]
+    if isinstance(keys, str):
+        keys = [keys]
+    out: list[str] = []
+    for k in keys:
+        match = [leaf for leaf in leaves if leaf == k or leaf.startswith(k + ".")]
+        if not match:
+            raise _unknown_key(k, leaves)
+        out += [m for m in match if m not in out]
+    return out
+
+
+def config_diff(a: RunConfig, b: RunConfig,
+                keys: Iterable[str] | None = None) -> list[tuple[str, Any, Any]]:
+    """``(key, value in a, value in b)`` for every selected leaf key that differs (``keys``:
+    leaf keys or section names; None: those of the fingerprint)."""
+    fa, fb = _flat(config_to_dict(a)), _flat(config_to_dict(b))
+    return [(k, fa[k], fb[k]) for k in _selected(keys) if fa[k] != fb[k]]
+
+
+def config_fingerprint(cfg: RunConfig, keys: Iterable[str] | None = None) -> str:
+    """sha256 hex digest of the selected keys (leaf keys or section names; None: every key
+    except FINGERPRINT_IGNORED, i.e. what must match to resume a checkpoint)."""
+    flat = _flat(config_to_dict(cfg))
+    payload = {k: flat[k] for k in _selected(keys)}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _default_text(value: Any) -> str:
+    if dataclasses.is_dataclass(value):
+        return ""
+    if isinstance(value, tuple):
+        value = list(value)
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip()
+    text = text.removesuffix("...").strip()
+    return f"`{text}`"
+
+
+def _rows(cls: type, prefix: str) -> list[str]:
+    hints = _hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.name in _SECTIONS and cls is RunConfig:
+            continue
+        meta = f.metadata
+        tp = hints[f.name]
+        type_text = _type_text(tp)
+        rng = _range_text(meta)
+        if rng:
+            each = "each " if typing.get_origin(_strip_optional(tp)) is tuple else ""
+            type_text += f", {each}{rng}"
+        if meta.get("min_items"):
+            type_text += ", non-empty"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append(f"| `{_join(prefix, f.name)}` | {_cell(type_text)} | "
+                    f"{_cell(_default_text(default))} | {_cell(meta['help'])} |")
+    return rows
+
+
+def config_reference_markdown() -> str:
+    """Markdown reference of every config key (type, default, description), one table per
+    section, generated from the dataclasses."""
+    head = ["| key | type | default | description |", "|---|---|---|---|"]
+    out = [
+        "Every key can be set in a YAML file (`kgmeta train --config FILE`) or on the command "
+        "line (`--set section.key=value`, value parsed as YAML: `--set data.roots=[a,b]`, "
+        "`--set train.grad_clip=null`). Unknown keys and wrong types are errors. A file may "
+        "start with `base: other.yaml` to inherit from another file (relative to it).",
+        "",
+        "### Top level",
+        "",
+        *head,
+        *_rows(RunConfig, ""),
+        "| `base` | str or list[str] | | config file(s) this file inherits from (files only) |",
+    ]
+    for f in dataclasses.fields(RunConfig):
+        if f.name in _SECTIONS:
+            cls = _SECTIONS[f.name]
+            out += ["", f"### `{f.name}`: {f.metadata['help']}", "", *head, *_rows(cls, f.name)]
+    return "\n".join(out) + "\n"
