@@ -1,0 +1,251 @@
+"""Tests of kgmeta.synthetic: ontology attributes -> RenderSpec -> deterministic images."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kgmeta import synthetic
+from kgmeta.errors import OntologyError
+from kgmeta.ontology import load_ontology
+from kgmeta.synthetic import (
+    RenderSpec,
+    SyntheticDataset,
+    benchmark_classes,
+    class_attributes,
+    render,
+    render_spec,
+)
+
+EX = "http://example.org/t#"
+
+TTL = """
+@prefix kgm: <https://w3id.org/kgmeta/onto/> .
+@prefix ex: <http://example.org/t#> .
+@prefix owl: <http://www.w3.org/2002/07/owl#> .
+@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
+@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
+
+kgm:hasFindingSite a owl:ObjectProperty .
+kgm:hasMorphology a owl:ObjectProperty .
+kgm:hasModality a owl:ObjectProperty .
+kgm:hasSize a owl:ObjectProperty .
+kgm:hasIntensity a owl:ObjectProperty .
+kgm:hasMultiplicity a owl:ObjectProperty .
+kgm:hasMargin a owl:ObjectProperty .
+
+ex:Lung a owl:Class ; rdfs:label "lung" ; rdfs:subClassOf kgm:AnatomicalStructure ;
+    kgm:renderBackground "chest_xray" ; kgm:renderBaseIntensity "0.5"^^xsd:float ;
+    kgm:renderTexture "0.3"^^xsd:float .
+ex:Skin a owl:Class ; rdfs:label "skin" ; rdfs:subClassOf kgm:AnatomicalStructure ;
+    kgm:renderBackground "skin" ; kgm:renderTint "1,0.8,0.7" .
+ex:SkinOfFace a owl:Class ; rdfs:label "skin of face" ; rdfs:subClassOf ex:Skin .
+ex:Nodule a owl:Class ; rdfs:label "nodule" ; rdfs:subClassOf kgm:Morphology ;
+    kgm:renderShape "disc" .
+ex:Mass a owl:Class ; rdfs:label "mass" ; rdfs:subClassOf kgm:Morphology ;
+    kgm:renderShape "lobulated" .
+ex:Cyst a owl:Class ; rdfs:label "cyst" ; rdfs:subClassOf kgm:Morphology ; kgm:renderShape "ring" .
+ex:XRay a owl:Class ; rdfs:label "x-ray" ; rdfs:subClassOf kgm:ImagingModality ;
+    kgm:renderNoise "0.1"^^xsd:float .
+ex:Small a owl:Class ; rdfs:label "small" ; rdfs:subClassOf kgm:SizeModifier ;
+    kgm:renderScale "0.08"^^xsd:float .
+ex:Large a owl:Class ; rdfs:label "large" ; rdfs:subClassOf kgm:SizeModifier ;
+    kgm:renderScale "0.2"^^xsd:float .
+ex:Bright a owl:Class ; rdfs:label "bright" ; rdfs:subClassOf kgm:IntensityModifier ;
+    kgm:renderContrast "0.6"^^xsd:float .
+ex:Two a owl:Class ; rdfs:label "two" ; rdfs:subClassOf kgm:MultiplicityModifier ;
+    kgm:renderCount "2"^^xsd:integer .
+ex:Sharp a owl:Class ; rdfs:label "sharp" ; rdfs:subClassOf kgm:MarginModifier ;
+    kgm:renderSharpness "0.9"^^xsd:float .
+
+ex:LungDisease a owl:Class ; rdfs:label "lung disease" ;
+    rdfs:subClassOf
+        [ a owl:Restriction ; owl:onProperty kgm:hasFindingSite ; owl:someValuesFrom ex:Lung ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasModality ; owl:someValuesFrom ex:XRay ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasSize ; owl:someValuesFrom ex:Small ] .
+ex:LungNodule a owl:Class ; rdfs:label "lung nodule" ; kgm:inBenchmark "train" ;
+    rdfs:subClassOf ex:LungDisease ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasMorphology ; owl:someValuesFrom ex:Nodule ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasIntensity ; owl:someValuesFrom ex:Bright ] .
+ex:LungMass a owl:Class ; rdfs:label "lung mass" ; kgm:inBenchmark "test" ;
+    rdfs:subClassOf ex:LungDisease ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasMorphology ; owl:someValuesFrom ex:Mass ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasSize ; owl:someValuesFrom ex:Large ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasMultiplicity ; owl:someValuesFrom ex:Two ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasMargin ; owl:someValuesFrom ex:Sharp ] .
+ex:FaceCyst a owl:Class ; rdfs:label "face cyst" ; kgm:inBenchmark "val" ;
+    rdfs:subClassOf
+        [ a owl:Restriction ; owl:onProperty kgm:hasFindingSite ;
+          owl:someValuesFrom ex:SkinOfFace ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasMorphology ; owl:someValuesFrom ex:Cyst ] .
+ex:LungThing a owl:Class ; rdfs:label "lung thing" ; rdfs:subClassOf ex:LungDisease .
+"""
+
+
+def _onto(tmp_path, text=TTL, name="t.ttl"):
+    p = tmp_path / name
+    p.write_text(text)
+    return load_ontology(p)
+
+
+@pytest.fixture
+def onto(tmp_path):
+    return _onto(tmp_path)
+
+
+@pytest.fixture
+def spec(onto):
+    return class_attributes(onto, EX + "LungNodule")
+
+
+def test_class_attributes_inherit_and_default(onto):
+    s = class_attributes(onto, EX + "LungNodule")
+    assert s == RenderSpec(background="chest_xray", base_intensity=0.5, texture=0.3,
+                           tint=(1.0, 1.0, 1.0), shape="disc", noise=0.1, scale=0.08,
+                           contrast=0.6, count=1, sharpness=synthetic.DEFAULTS["sharpness"])
+    m = class_attributes(onto, EX + "LungMass")        # own size overrides the parent's
+    assert (m.shape, m.scale, m.count, m.sharpness, m.noise) == ("lobulated", 0.2, 2, 0.9, 0.1)
+    f = class_attributes(onto, EX + "FaceCyst")        # site annotations from the site's parent
+    assert (f.background, f.tint, f.shape) == ("skin", (1.0, 0.8, 0.7), "ring")
+    assert f.noise == synthetic.DEFAULTS["noise"] and f.contrast == synthetic.DEFAULTS["contrast"]
+    assert all(isinstance(v, (int, float, str, tuple)) for v in s.values())
+
+
+def test_missing_morphology_names_the_class(onto):
+    with pytest.raises(OntologyError, match="lung thing.*morphology"):
+        class_attributes(onto, EX + "LungThing")
+
+
+def test_unknown_shape_errors(tmp_path):
+    bad = TTL.replace('kgm:renderShape "ring"', 'kgm:renderShape "blob"')
+    o = _onto(tmp_path, bad)
+    with pytest.raises(OntologyError, match=r"face cyst.*'blob'.*disc, lobulated"):
+        class_attributes(o, EX + "FaceCyst")
+    with pytest.raises(OntologyError, match="blob"):
+        benchmark_classes(o)
+    with pytest.raises(OntologyError, match="valid"):
+        RenderSpec("skin", 0.5, 0.3, (1, 1, 1), "blob", 0.1, 0.1, 0.5, 1, 0.5)
+
+
+def test_subclass_cycle_is_safe(tmp_path):
+    cyc = TTL + """
+ex:A a owl:Class ; rdfs:label "a" ; rdfs:subClassOf ex:B .
+ex:B a owl:Class ; rdfs:label "b" ; rdfs:subClassOf ex:A .
+"""
+    o = _onto(tmp_path, cyc)
+    with pytest.raises(OntologyError, match="finding site"):
+        class_attributes(o, EX + "A")
+
+
+def test_benchmark_classes(onto):
+    assert benchmark_classes(onto) == {"train": [EX + "LungNodule"], "val": [EX + "FaceCyst"],
+                                       "test": [EX + "LungMass"]}
+
+
+def test_shapes_and_forms(onto, spec):
+    x = render(onto, EX + "LungNodule", 5, 0)
+    assert x.shape == (5, 3, 64, 64) and x.dtype == np.uint8
+    assert np.array_equal(x, render(spec, 5, 0)) and np.array_equal(x, render(spec, None, 5, 0))
+    assert np.array_equal(x[:3], render(spec, n=3, seed=0))
+    assert render_spec(spec, 3, 0, size=32).shape == (3, 3, 32, 32)
+    assert render(spec, 2, 0, channels=1).shape == (2, 1, 64, 64)
+    assert x.std() > 5  # not blank
+
+
+def test_determinism_and_prefix(spec):
+    a = render_spec(spec, 70, seed=1)
+    assert np.array_equal(a, render_spec(spec, 70, seed=1))
+    assert not np.array_equal(a, render_spec(spec, 70, seed=2))
+    assert np.array_equal(a[:10], render_spec(spec, 10, seed=1))
+    assert not np.array_equal(a[0], a[1])  # images of a class vary
+
+
+def test_dataset_image_independent_of_batch(onto):
+    iris = [EX + "LungNodule", EX + "FaceCyst"]
+    ds = SyntheticDataset(onto, iris, images_per_class=100, seed=3)
+    assert ds.class_names == ["lung nodule", "face cyst"] and ds.class_iris == iris
+    assert ds.count(1) == 100 and ds.channels == 3 and ds.size == 64
+    a = ds.load(1, [70, 5, 99, 5])
+    assert a.dtype == torch.uint8 and a.shape == (4, 3, 64, 64)
+    fresh = SyntheticDataset(onto, iris, images_per_class=100, seed=3, cache_mb=0.1)
+    assert torch.equal(fresh.load(1, [5])[0], a[1]) and torch.equal(a[1], a[3])
+    assert torch.equal(fresh.load(1, [99, 70])[1], a[0])
+    ref = render_spec(ds.specs[1], 100, seed=3)
+    assert np.array_equal(a.numpy(), ref[[70, 5, 99, 5]])
+    grey = SyntheticDataset(onto, iris, images_per_class=100, seed=3, channels=1).load(1, [5])
+    assert grey.shape == (1, 1, 64, 64)
+    luma = Image.fromarray(ref[5].transpose(1, 2, 0)).convert("L")
+    assert np.abs(np.asarray(luma).astype(int) - grey[0, 0].numpy().astype(int)).max() <= 1
+
+
+def test_morphology_changes_lesion_not_background(spec):
+    a = render_spec(spec, 16, seed=0)
+    b = render_spec(dataclasses.replace(spec, shape="ring"), 16, seed=0)
+    bg = render_spec(dataclasses.replace(spec, contrast=0.0), 16, seed=0)  # no lesion at all
+    assert not np.array_equal(a, b)
+    lesion = (a != bg).any(1) | (b != bg).any(1)         # [n, H, W] pixels either lesion touched
+    assert lesion.mean() < 0.15                           # lesions are local
+    assert lesion.reshape(16, -1).any(1).all()            # every image has a lesion
+    same = ~lesion
+    assert np.array_equal(a.transpose(0, 2, 3, 1)[same], b.transpose(0, 2, 3, 1)[same])
+    # and a different site changes the background
+    other = render_spec(dataclasses.replace(spec, background="brain_mri"), 16, seed=0)
+    assert (other != a).any(1).mean() > 0.5
+
+
+def test_rename_keeps_images(tmp_path, onto):
+    renamed = TTL.replace("ex:LungNodule", "ex:PulmonaryNodule").replace('"lung nodule"',
+                                                                         '"pulmonary nodule"')
+    o2 = _onto(tmp_path, renamed, "renamed.ttl")
+    assert np.array_equal(render(onto, EX + "LungNodule", 8, 4),
+                          render(o2, EX + "PulmonaryNodule", 8, 4))
+
+
+def test_new_class_renders_without_code_change(tmp_path):
+    added = TTL + """
+ex:FaceMass a owl:Class ; rdfs:label "face mass" ; kgm:inBenchmark "test" ;
+    rdfs:subClassOf
+        [ a owl:Restriction ; owl:onProperty kgm:hasFindingSite ;
+          owl:someValuesFrom ex:SkinOfFace ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasMorphology ; owl:someValuesFrom ex:Mass ] ,
+        [ a owl:Restriction ; owl:onProperty kgm:hasIntensity ; owl:someValuesFrom ex:Bright ] .
+"""
+    o = _onto(tmp_path, added)
+    assert EX + "FaceMass" in benchmark_classes(o)["test"]
+    s = class_attributes(o, EX + "FaceMass")
+    assert (s.background, s.shape, s.contrast) == ("skin", "lobulated", 0.6)
+    x = SyntheticDataset(o, [EX + "FaceMass"], images_per_class=10).load(0, range(10))
+    assert x.shape == (10, 3, 64, 64)
+
+
+def test_write_folders_and_synth_command(tmp_path, onto):
+    src = tmp_path / "o.ttl"
+    src.write_text(TTL)
+    out = tmp_path / "out"
+    res = synthetic.synth_command(out, n_per_class=3, seed=1, size=32, ontology_paths=[src])
+    assert res["classes"] == {"train": 1, "val": 1, "test": 1} and res["images"]["test"] == 3
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert files[0] == "test/lung_mass/0000.png" and len(files) == 9
+    img = np.asarray(Image.open(out / "val" / "face_cyst" / "0002.png"))
+    ref = render_spec(class_attributes(onto, EX + "FaceCyst"), 3, 1, size=32)[2]
+    assert np.array_equal(img, ref.transpose(1, 2, 0))
+    rows = list(csv.DictReader(open(out / "classes.tsv"), delimiter="\t"))
+    assert {r["folder"] for r in rows} == {"lung_mass", "face_cyst", "lung_nodule"}
+    assert rows[0]["shape"] and rows[0]["iri"].startswith(EX)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_shipped_ontology_env(tmp_path, monkeypatch):
+    p = tmp_path / "o.ttl"
+    p.write_text(TTL)
+    monkeypatch.setenv("KGMETA_ONTOLOGY", str(p))
+    assert synthetic.shipped_ontology_path() == p
+    assert render(EX + "LungNodule", 2, 0).shape == (2, 3, 64, 64)
+    monkeypatch.setenv("KGMETA_ONTOLOGY", str(tmp_path / "missing.ttl"))
+    with pytest.raises(OntologyError, match="KGMETA_ONTOLOGY"):
+        synthetic.shipped_ontology_path()
