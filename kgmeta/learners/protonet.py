@@ -1,0 +1,47 @@
+"""Prototypical Networks (Snell, Swersky & Zemel, "Prototypical Networks for Few-shot Learning",
+NeurIPS 2017).
+
+Embeds support and query images with the backbone, takes each class's prototype and scores a query
+by the negative squared Euclidean distance to every prototype. With graph priors the prototype is
+the posterior mean ``(tau_c m_c + K_c p_c) / (tau_c + K_c)`` of :mod:`kgmeta.conditioning`, so a
+class with no shots is classified from its prior mean alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kgmeta.conditioning import posterior_prototypes
+from kgmeta.learners.base import Learner
+
+if TYPE_CHECKING:
+    from kgmeta.conditioning import Priors
+    from kgmeta.episodes import Episode
+
+__all__ = ["ProtoNet", "squared_euclidean_logits"]
+
+
+def squared_euclidean_logits(query_feats: Tensor, prototypes: Tensor) -> Tensor:
+    """``-||q_i - p_c||^2`` for query features ``[Q, d]`` and prototypes ``[n_way, d]`` -> ``[Q, n_way]``."""
+    return -(query_feats.unsqueeze(1) - prototypes.unsqueeze(0)).pow(2).sum(-1)
+
+
+class ProtoNet(Learner):
+    """Prototypical network over ``backbone`` (any module mapping images to ``[B, out_dim]``)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def loss(self, episode: "Episode", priors: "Priors | None" = None) -> tuple[Tensor, Tensor]:
+        query_feats = self.backbone(episode.query_images)                # [Q, d]
+        if episode.support_images.shape[0] > 0:
+            support_feats = self.backbone(episode.support_images)        # [S, d]
+        else:  # zero-shot episode: prototypes come from the priors only
+            support_feats = query_feats.new_zeros(0, query_feats.shape[1])
+        protos = posterior_prototypes(support_feats, episode.support_labels, episode.n_way, priors)
+        logits = squared_euclidean_logits(query_feats, protos)           # [Q, n_way]
+        return F.cross_entropy(logits, episode.query_labels), logits
