@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from kgmeta import __version__
@@ -83,6 +84,49 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_cfg(args: argparse.Namespace):
+    from kgmeta.config import load_config
+
+    return load_config(args.config, args.set or ())
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from kgmeta.train import fit, format_results
+
+    if args.resume and args.config is None and not args.set:
+        cfg = None
+    else:
+        cfg = _load_cfg(args)
+    summary = fit(cfg, out=args.out, resume=args.resume, device=args.device, quiet=args.quiet)
+    if args.quiet and "test" in summary:
+        print(format_results(summary["test"]))
+    print(f"run folder: {summary['run_dir']}")
+    return 0
+
+
+def _parse_shots(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        shots = [int(s) for s in _split_names(text)]
+    except ValueError:
+        raise KGMetaError(f"--shots {text!r}: give comma-separated integers, e.g. 0,1,5") from None
+    if not shots or min(shots) < 0:
+        raise KGMetaError(f"--shots {text!r}: give non-negative shot counts, e.g. 0,1,5")
+    return shots
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from kgmeta.train import evaluate_run, format_results
+
+    if args.episodes is not None and args.episodes < 2:
+        raise KGMetaError(f"--episodes {args.episodes}: need at least 2 episodes for a confidence interval")
+    results = evaluate_run(args.run, shots=_parse_shots(args.shots), episodes=args.episodes,
+                           split=args.split, device=args.device, quiet=args.quiet)
+    print(json.dumps(results, indent=2, default=str) if args.json else format_results(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``kgmeta`` command.
 
@@ -95,6 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kgmeta {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="meta-train and evaluate (default: KG-ProtoNet on the "
+                                          "embedded synthetic benchmark)")
+    train.add_argument("--config", help="YAML config (default: the built-in defaults, as configs/default.yaml)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set episodes.k_shot=5 (repeatable)")
+    train.add_argument("--out", help="run folder (default: <out_dir>/<name>-<time>)")
+    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its folder")
+    train.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's train.device)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a run on its unseen test classes")
+    evaluate.add_argument("run", help="run folder written by kgmeta train")
+    evaluate.add_argument("--shots", help="comma-separated shot counts (default: the run's eval_shots)")
+    evaluate.add_argument("--episodes", type=int, help="episodes per shot count (default: the run's)")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"],
+                          help="class split to evaluate on (default test)")
+    evaluate.add_argument("--device", help="cpu, cuda, cuda:N")
+    evaluate.add_argument("--json", action="store_true", help="print the full results as JSON")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     onto = sub.add_parser("ontology", help="inspect ontologies and resolve class names")
     onto_sub = onto.add_subparsers(dest="ontology_command", metavar="ACTION")
@@ -140,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    # torch_geometric imports torch.jit.script at import time; the deprecation is not the user's
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -27,3 +27,7 @@ class ConfigError(KGMetaError):
 
 class CheckpointError(KGMetaError):
     """A checkpoint or run folder cannot be read, written or resumed."""
+
+
+class TrainingError(KGMetaError):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""

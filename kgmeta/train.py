@@ -1,27 +1,47 @@
-"""Training and evaluation loops shared by every learner.
+"""Training and evaluation: the loops every learner shares, and whole runs from a config.
 
-Learners only define ``loss(episode, priors) -> (loss, logits)``; :func:`meta_train` samples
-episodes, averages their losses over a meta-batch, backpropagates and steps Adam over the learner's
-``outer_parameters()``. :func:`evaluate_episodes` reports per-episode query accuracy with its mean
-and 95% confidence interval.
+Learners only define ``loss(episode, priors) -> (loss, logits)``. Two layers use them:
+
+* :func:`meta_train` / :func:`evaluate_episodes`: plain loops over a learner and an episode source
+  (no graph, no run folder), for research code and tests.
+* :func:`build` / :func:`fit` / :func:`evaluate_run`: a whole run from a
+  :class:`~kgmeta.config.RunConfig`. ``build`` is the only function that reads the config; it
+  loads the ontology and graph, the images and the class split, and builds the
+  :class:`~kgmeta.model.KGMetaModel`. ``fit`` meta-trains with the GNN run once per meta-batch,
+  validates on the meta-val classes, writes the run folder (atomic checkpoints, metrics.jsonl,
+  summary.json) and evaluates on the unseen test classes with and without the graph prior.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm.auto import tqdm
 
-from kgmeta.errors import ConfigError
-from kgmeta.metrics import mean_ci95
+from kgmeta import __version__
+from kgmeta.config import (RunConfig, config_diff, config_fingerprint, config_from_dict, config_to_dict,
+                           dump_config, load_config)
+from kgmeta.episodes import EpisodeSampler, EpisodeSpec, episode_list, materialise
+from kgmeta.errors import CheckpointError, ConfigError, TrainingError
+from kgmeta.metrics import EpisodeMetrics, mean_ci95
+from kgmeta.model import KGMetaModel
+from kgmeta.runs import MetricsLog, load_checkpoint, new_run_dir, save_checkpoint, write_json
 
 if TYPE_CHECKING:
     from kgmeta.episodes import Episode
     from kgmeta.learners.base import Learner
 
-__all__ = ["evaluate_episodes", "meta_train"]
+__all__ = ["Experiment", "build", "evaluate_episodes", "evaluate_run", "evaluate_shots", "fit",
+           "format_results", "load_run", "meta_train"]
 
 
 def meta_train(learner: "Learner", sample_episode: Callable[[], "Episode"], steps: int, *, lr: float = 1e-3,
@@ -97,3 +117,549 @@ def evaluate_episodes(learner: "Learner", episodes: Iterable["Episode"],
     mean, ci95 = mean_ci95(acc_list) if len(acc_list) > 1 else (acc_list[0], None)
     return {"accuracies": acc_list, "mean": mean, "ci95": ci95,
             "loss": float(torch.stack(losses).mean()), "episodes": len(acc_list)}
+
+
+# ============================================================================ whole runs from a config
+
+BUILTIN_ONTOLOGIES = {"builtin:kgmeta-medical": "kgmeta-medical.ttl"}
+SPLITS = ("train", "val", "test")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but no CUDA device is available; use auto or cpu")
+    return device
+
+
+def ontology_paths(paths: Sequence[str]) -> list[Path]:
+    """Config ontology paths with ``builtin:NAME`` expanded to the shipped files."""
+    from kgmeta.synthetic import shipped_ontology_path
+
+    out = []
+    for p in paths:
+        if p in BUILTIN_ONTOLOGIES:
+            out.append(shipped_ontology_path().parent / BUILTIN_ONTOLOGIES[p])
+        elif p.startswith("builtin:"):
+            raise ConfigError(f"ontology.paths: unknown built-in ontology {p!r}; choose one of "
+                              f"{sorted(BUILTIN_ONTOLOGIES)} or give a file path")
+        else:
+            out.append(Path(p))
+    return out
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, built from a config by :func:`build`.
+
+    Attributes:
+        cfg: the resolved config.
+        ontology: the loaded ontology (with classes attached by a mapping file).
+        kg: its knowledge graph (always built: used by the prior and by unseen-class reports).
+        dataset: images of every class of the run.
+        splits: dataset class indices per split, ``{"train": [...], "val": [...], "test": [...]}``.
+        model: the (optionally graph-conditioned) learner.
+        device: where the model runs.
+    """
+
+    cfg: RunConfig
+    ontology: Any
+    kg: Any
+    dataset: Any
+    splits: dict[str, list[int]]
+    model: KGMetaModel
+    device: torch.device
+
+    def class_iris(self, split: str) -> list[str]:
+        """Ontology IRIs of the classes of ``split``."""
+        return [self.dataset.class_iris[c] for c in self.splits[split]]
+
+
+def _resolve_names(ontology, names: Sequence[str], key: str) -> list[str]:
+    report = ontology.resolve_many(list(names))
+    if report.unmatched or report.ambiguous:
+        bad = report.unmatched + list(report.ambiguous)
+        raise ConfigError(f"{key}: cannot resolve {bad[:5]} to one ontology class; use a CURIE "
+                          f"(e.g. kgm:Melanoma) or the exact label (kgmeta ontology resolve)")
+    return [report.matches[n] for n in names]
+
+
+def _mapping_rows(path: str) -> list[str]:
+    """Class names of an index-ordered mapping file (``index<TAB>label<TAB>ontology_id``, the
+    format of ontologies/mappings/medmnist_*.tsv), in label-index order."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"data.classes={path!r}: cannot read ({exc.strerror or exc})") from None
+    rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if "\t" in text else ","))
+    if not rows or not {"index", "label"} <= set(rows[0]):
+        raise ConfigError(f"{path}: an npz class map needs the columns index and label (and "
+                          f"ontology_id); see ontologies/mappings/medmnist_pathmnist.tsv")
+    try:
+        ordered = sorted(rows, key=lambda r: int(r["index"]))
+    except ValueError:
+        raise ConfigError(f"{path}: the index column must hold integers") from None
+    if [int(r["index"]) for r in ordered] != list(range(len(ordered))):
+        raise ConfigError(f"{path}: indices must be 0..{len(ordered) - 1}, each once")
+    return [r["label"] for r in ordered]
+
+
+def _build_data(cfg: RunConfig, ontology) -> tuple[Any, Any, dict[str, list[int]]]:
+    """(ontology, dataset, splits) for ``cfg.data``."""
+    from kgmeta.datasets import ImageFolderDataset, NpzDataset
+    from kgmeta.ontology import load_class_mapping
+    from kgmeta.synthetic import SyntheticDataset, benchmark_classes
+
+    d = cfg.data
+    if d.kind == "synthetic":
+        lists = {"train": d.train_classes, "val": d.val_classes, "test": d.test_classes}
+        default = benchmark_classes(ontology) if any(v is None for v in lists.values()) else {}
+        iris_by_split = {s: (_resolve_names(ontology, v, f"data.{s}_classes") if v is not None
+                             else list(default[s])) for s, v in lists.items()}
+        all_iris = [i for s in SPLITS for i in iris_by_split[s]]
+        dataset = SyntheticDataset(ontology, all_iris, images_per_class=d.images_per_class,
+                                   seed=cfg.train.seed, size=d.image_size, channels=d.channels)
+        splits, start = {}, 0
+        for s in SPLITS:
+            splits[s] = list(range(start, start + len(iris_by_split[s])))
+            start += len(iris_by_split[s])
+        return ontology, dataset, splits
+    mapping: dict[str, str] = {}
+    if d.classes:
+        ontology, mapping = load_class_mapping(d.classes, ontology)
+    if d.kind == "folders":
+        dataset = ImageFolderDataset(list(d.roots), size=d.image_size, channels=d.channels,
+                                     memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
+    else:  # npz
+        names = _mapping_rows(d.classes) if d.classes else None
+        dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
+                             class_names=names, class_iris=[mapping.get(n) for n in names] if names else None)
+    names = list(dataset.class_names)
+    lists = {"train": d.train_classes, "val": d.val_classes, "test": d.test_classes}
+    if lists["train"] is None or lists["test"] is None:
+        raise ConfigError(f"data.kind={d.kind}: set data.train_classes and data.test_classes (class "
+                          f"names among {names[:8]}{'...' if len(names) > 8 else ''})")
+    index = {n: i for i, n in enumerate(names)}
+    splits = {}
+    for s in SPLITS:
+        wanted = list(lists[s] or [])
+        unknown = [n for n in wanted if n not in index]
+        if unknown:
+            raise ConfigError(f"data.{s}_classes: no class named {unknown[:5]} in the data; classes are "
+                              f"{names[:12]}")
+        splits[s] = [index[n] for n in wanted]
+    return ontology, dataset, splits
+
+
+def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experiment:
+    """Build the experiment of ``cfg``: ontology, graph, images, class split and model.
+
+    Args:
+        cfg: the run config (only this function reads it).
+        device: overrides ``cfg.train.device``.
+
+    Returns:
+        The :class:`Experiment`, model on ``device`` and initialised from ``cfg.train.seed``.
+    """
+    from kgmeta.backbones import build_backbone
+    from kgmeta.gnn import GraphEncoder
+    from kgmeta.graph import build_graph
+    from kgmeta.learners import build_learner
+    from kgmeta.ontology import load_ontology
+
+    torch.manual_seed(cfg.train.seed)
+    dev = resolve_device(str(device) if device is not None else cfg.train.device)
+    ontology = load_ontology([str(p) for p in ontology_paths(cfg.ontology.paths)],
+                             include_deprecated=cfg.ontology.include_deprecated)
+    ontology, dataset, splits = _build_data(cfg, ontology)
+    if not splits["train"] or not splits["test"]:
+        raise ConfigError(f"the class split needs train and test classes; got "
+                          f"{ {s: len(v) for s, v in splits.items()} }")
+    g = cfg.graph
+    kg = build_graph(ontology, feature_dim=g.feature_dim, text_encoder=g.text_encoder,
+                     cache_dir=cfg.ontology.cache_dir)
+    m = cfg.model
+    backbone = build_backbone(m.backbone, in_channels=cfg.data.channels, image_size=cfg.data.image_size,
+                              **({"weights_path": m.weights_path} if m.weights_path else {}))
+    kw: dict[str, Any] = {}
+    if m.learner in ("maml", "fomaml", "anil", "reptile"):
+        kw = {"inner_steps": m.inner_steps, "inner_lr": m.inner_lr}
+        if m.learner != "reptile":
+            kw["proximal"] = m.proximal
+    learner = build_learner(m.learner, backbone, **kw)
+    encoder = None
+    if m.conditioning == "kg":
+        encoder = GraphEncoder.for_graph(kg, out_dim=g.embed_dim, kind=g.encoder, hidden=g.hidden,
+                                         layers=g.layers, dropout=g.dropout)
+        missing = [dataset.class_names[c] for s in SPLITS for c in splits[s]
+                   if dataset.class_iris[c] not in kg.index]
+        if missing:
+            raise ConfigError(f"model.conditioning=kg but classes {missing[:5]} have no ontology node; "
+                              f"map them in data.classes or set model.conditioning=none")
+    model = KGMetaModel(learner, kg if encoder is not None else None, encoder,
+                        align_weight=cfg.train.align_weight)
+    if g.pretrain_epochs > 0 and encoder is not None:
+        from kgmeta.gnn import pretrain_link_prediction
+
+        pretrain_link_prediction(encoder, kg, epochs=g.pretrain_epochs, seed=cfg.train.seed)
+    return Experiment(cfg, ontology, kg, dataset, splits, model.to(dev), dev)
+
+
+def _sampler(exp: Experiment, split: str, k_shot: int, *, zero_shot_prob: float = 0.0,
+             seed: int = 0) -> EpisodeSampler:
+    classes = exp.splits[split]
+    n_way = min(exp.cfg.episodes.n_way, len(classes))
+    if n_way < 2:
+        raise ConfigError(f"split {split!r} has {len(classes)} class(es); episodes need at least 2")
+    return EpisodeSampler(exp.dataset, classes, n_way, k_shot, exp.cfg.episodes.q_query,
+                          seed=seed, zero_shot_prob=zero_shot_prob)
+
+
+def _step_generator(seed: int, step: int, item: int) -> torch.Generator:
+    """The episode generator of meta-batch item ``item`` at ``step``: a resumed run redraws the
+    same episodes as an uninterrupted one without saving any sampler state."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 131 + item)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: bool = True,
+                   progress: bool = False, desc: str = "evaluate") -> dict[str, Any]:
+    """Evaluate ``exp.model`` on saved episode specs; returns the metrics summary.
+
+    The summary of :class:`~kgmeta.metrics.EpisodeMetrics` plus, when the classes are ontology
+    nodes, ``mistake_severity`` (mean hop distance in the ontology graph between the predicted and
+    the true class over wrong predictions) and ``accuracy_by_hops`` (per-class accuracy grouped by
+    the class's hop distance to the nearest meta-train class).
+    """
+    model, dataset, device = exp.model, exp.dataset, exp.device
+    metrics = EpisodeMetrics()
+    kg = exp.kg
+    pair_hops: dict[tuple[str, str], float] = {}
+    wrong_hops: list[float] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            z = model.graph_embeddings() if (model.conditioned and use_prior) else None
+            for spec in tqdm(specs, desc=desc, disable=not progress, leave=False):
+                episode = materialise(dataset, spec, device)
+                with _autocast(device, exp.cfg.train.amp):
+                    _, logits, _ = model.episode_loss(episode, z, use_prior=use_prior)
+                logits = logits.float()
+                metrics.update(logits, episode.query_labels, episode.class_names)
+                iris = episode.class_iris
+                if kg is not None and all(i in kg.index for i in iris):
+                    pred = logits.argmax(1).tolist()
+                    for p, t in zip(pred, episode.query_labels.tolist()):
+                        if p != t:
+                            key = (iris[p], iris[t])
+                            if key not in pair_hops:
+                                pair_hops[key] = float(kg.hop_distance(*key))
+                            wrong_hops.append(pair_hops[key])
+    finally:
+        model.train(was_training)
+    summary = metrics.summary()
+    finite = [h for h in wrong_hops if math.isfinite(h)]
+    summary["mistake_severity"] = sum(finite) / len(finite) if finite else None
+    summary["accuracy_by_hops"] = _accuracy_by_hops(exp, summary["per_class"])
+    return summary
+
+
+def _accuracy_by_hops(exp: Experiment, per_class: dict[str, Any]) -> dict[str, float] | None:
+    kg = exp.kg
+    train_iris = [i for i in exp.class_iris("train") if i in kg.index]
+    if not train_iris:
+        return None
+    train_rows = kg.rows(train_iris).numpy()
+    name_to_iri = dict(zip(exp.dataset.class_names, exp.dataset.class_iris))
+    groups: dict[str, list[float]] = {}
+    for name, stats in per_class.items():
+        iri = name_to_iri.get(name)
+        if iri is None or iri not in kg.index:
+            continue
+        hops = float(kg.hop_distances(iri)[train_rows].min())
+        key = str(int(hops)) if math.isfinite(hops) else "disconnected"
+        groups.setdefault(key, []).append(stats["accuracy"])
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
+def eval_specs(exp: Experiment, split: str, shots: int, episodes: int, seed: int) -> list[EpisodeSpec]:
+    """A reproducible list of ``episodes`` evaluation episodes of ``split`` with ``shots`` shots."""
+    return episode_list(_sampler(exp, split, shots, seed=seed), episodes, seed=seed + 7919 * shots)
+
+
+def evaluate_shots(exp: Experiment, split: str = "test", shots: Sequence[int] | None = None,
+                   episodes: int | None = None, *, progress: bool = False) -> dict[str, Any]:
+    """Accuracy on ``split`` for each shot count, with the graph prior and (for a conditioned
+    model) without it. ``{"with_prior": {"0shot": summary, ...}, "without_prior": {...}}``; a
+    0-shot entry without a prior is None (nothing to classify with)."""
+    cfg = exp.cfg
+    shots = list(cfg.episodes.eval_shots if shots is None else shots)
+    episodes = cfg.episodes.eval_episodes if episodes is None else episodes
+    out: dict[str, Any] = {"split": split, "episodes": episodes, "n_way": min(cfg.episodes.n_way,
+                           len(exp.splits[split])), "with_prior": {}, "without_prior": {}}
+    for k in shots:
+        specs = eval_specs(exp, split, k, episodes, cfg.train.seed + 1)
+        if exp.model.conditioned:
+            out["with_prior"][f"{k}shot"] = evaluate_specs(exp, specs, use_prior=True, progress=progress,
+                                                           desc=f"{split} {k}-shot")
+        out["without_prior"][f"{k}shot"] = (None if k == 0 else evaluate_specs(
+            exp, specs, use_prior=False, progress=progress, desc=f"{split} {k}-shot, no prior"))
+    if not exp.model.conditioned:
+        out["with_prior"] = None
+    return out
+
+
+class _RunLog:
+    """Lines to ``train.log`` in the run folder and, unless quiet, to stderr."""
+
+    def __init__(self, path: Path, quiet: bool) -> None:
+        self.path, self.quiet = path, quiet
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        if not self.quiet:
+            tqdm.write(message, file=sys.stderr)
+
+
+def _scalar_writer(run_dir: Path):
+    """A TensorBoard SummaryWriter when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _model_parameters(model: KGMetaModel) -> list[torch.nn.Parameter]:
+    params = list(model.learner.outer_parameters())
+    for part in (model.encoder, model.prior_head):
+        if part is not None:
+            params += [p for p in part.parameters() if p.requires_grad]
+    return params
+
+
+def _checkpoint_state(exp: Experiment, optimizer, step: int, best_val: float | None,
+                      best_step: int | None) -> dict[str, Any]:
+    return {"step": step, "model": exp.model.state_dict(), "optimizer": optimizer.state_dict(),
+            "best_val": best_val, "best_step": best_step, "config": config_to_dict(exp.cfg),
+            "fingerprint": config_fingerprint(exp.cfg), "kgmeta_version": __version__}
+
+
+def _check_fingerprint(state: dict[str, Any], cfg: RunConfig, path: Path) -> None:
+    if state.get("fingerprint") != config_fingerprint(cfg):
+        diff = [k for k, _, _ in config_diff(config_from_dict(state["config"], str(path)), cfg)]
+        raise CheckpointError(f"{path}: checkpoint was written with a different config (differs in "
+                              f"{diff[:5]}); resume with the run's own config.yaml or start a new run")
+
+
+def _load_model_state(exp: Experiment, state: dict[str, Any], path: Path) -> None:
+    try:
+        exp.model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise CheckpointError(f"{path}: weights do not fit this model ({first}); was it written by "
+                              f"another config?") from None
+
+
+def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+        device: str | torch.device | None = None, quiet: bool = False,
+        evaluate: bool = True) -> dict[str, Any]:
+    """Meta-train a run and evaluate it on the unseen test classes.
+
+    Args:
+        cfg: the run config; when resuming, None uses the run's own config.yaml, and a given
+            config must match it except in keys that do not change the model (e.g. train.steps).
+        out: run folder (default ``cfg.out_dir/<name>-<time>``); must not hold a checkpoint.
+        resume: run folder of an interrupted run; training continues from ``checkpoints/last.pt``
+            and (on CPU with a fixed seed) reproduces the uninterrupted run's metrics exactly.
+        device: overrides ``cfg.train.device``.
+        quiet: no progress bars or log lines on stderr (train.log is still written).
+        evaluate: run the final test evaluation.
+
+    Returns:
+        The run summary (also written to ``summary.json``): run folder, steps, best meta-val
+        accuracy and, with ``evaluate``, the test accuracy per shot with and without the prior.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = load_config(run_dir / "config.yaml")
+        last = run_dir / "checkpoints" / "last.pt"
+        state = load_checkpoint(last)
+        cfg = saved if cfg is None else cfg
+        _check_fingerprint(state, cfg, last)
+        if cfg != saved:
+            dump_config(cfg, run_dir / "config.yaml")
+    else:
+        if cfg is None:
+            raise ConfigError("fit needs a config unless it resumes a run")
+        state = None
+        if out is not None:
+            run_dir = Path(out)
+            if (run_dir / "checkpoints" / "last.pt").exists():
+                raise CheckpointError(f"{run_dir}: already holds a run; resume it with --resume {run_dir} "
+                                      f"or choose another --out")
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CheckpointError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc}); "
+                                      f"pass a writable --out") from None
+        else:
+            run_dir = new_run_dir(cfg.out_dir, cfg.name)
+        dump_config(cfg, run_dir / "config.yaml")
+    log = _RunLog(run_dir / "train.log", quiet)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    started = time.time()
+    exp = build(cfg, device)
+    t = cfg.train
+    model = exp.model
+    params = _model_parameters(model)
+    optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    start, best_val, best_step = 0, None, None
+    if state is not None:
+        _load_model_state(exp, state, run_dir / "checkpoints" / "last.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        start, best_val, best_step = int(state["step"]), state.get("best_val"), state.get("best_step")
+        metrics_log.truncate_after(start)
+        log(f"resuming {run_dir} at step {start}")
+    log(f"run folder {run_dir}; {len(exp.splits['train'])}/{len(exp.splits['val'])}/"
+        f"{len(exp.splits['test'])} train/val/test classes; learner {cfg.model.learner}, "
+        f"conditioning {cfg.model.conditioning}, device {exp.device}")
+    zero_p = cfg.episodes.zero_shot_prob if model.conditioned else 0.0
+    sampler = _sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
+    val_specs = (eval_specs(exp, "val", cfg.episodes.k_shot, cfg.episodes.val_episodes, t.seed + 2)
+                 if len(exp.splits["val"]) >= 2 else None)
+    writer = _scalar_writer(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    step = start
+    model.train()
+    bar = tqdm(total=t.steps, initial=start, desc="meta-train", unit="step", disable=quiet,
+               dynamic_ncols=True)
+    try:
+        for step in range(start, t.steps):
+            torch.manual_seed(t.seed * 7919 + step)  # dropout etc.: same per step on resume
+            episodes = [materialise(exp.dataset, sampler.sample_spec(_step_generator(t.seed, step, j)),
+                                    exp.device) for j in range(t.meta_batch)]
+            with _autocast(exp.device, t.amp):
+                loss, parts = model.meta_batch_loss(episodes)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(f"loss is {value} at step {step + 1} (lr={t.lr}); the last good "
+                                    f"checkpoint {ckpt_dir / 'last.pt'} is intact; lower train.lr or set "
+                                    f"train.grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            optimizer.step()
+            done = step + 1
+            record = {"step": done, "loss": value, **{f"loss_{k}": v for k, v in parts.items()}}
+            if val_specs is not None and (done % t.val_every == 0 or done == t.steps):
+                val = evaluate_specs(exp, val_specs)
+                record["val_accuracy"] = val["accuracy"][0]
+                record["val_ci95"] = val["accuracy"][1]
+                if best_val is None or val["accuracy"][0] > best_val:
+                    best_val, best_step = val["accuracy"][0], done
+                    save_checkpoint(ckpt_dir / "best.pt", {"step": done, "model": model.state_dict(),
+                                                           "fingerprint": config_fingerprint(cfg),
+                                                           "config": config_to_dict(cfg)})
+                log(f"step {done}: loss {value:.4f}, meta-val accuracy {val['accuracy'][0]:.3f}"
+                    f" (best {best_val:.3f} at step {best_step})")
+            metrics_log.write(record)
+            if writer is not None:
+                for key, v in record.items():
+                    if key != "step" and v is not None:
+                        writer.add_scalar(key, v, done)
+            if done % t.checkpoint_every == 0 or done == t.steps:
+                save_checkpoint(ckpt_dir / "last.pt", _checkpoint_state(exp, optimizer, done, best_val,
+                                                                        best_step))
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        completed = step if step < t.steps else t.steps
+        # the interrupted step's update may be half done: only a fully completed step is saved
+        if completed > start or state is None:
+            save_checkpoint(ckpt_dir / "last.pt", _checkpoint_state(exp, optimizer, completed, best_val,
+                                                                    best_step))
+        log(f"interrupted at step {completed}; resume with: kgmeta train --resume {run_dir}")
+        raise
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": t.steps, "best_val_accuracy": best_val,
+                               "best_step": best_step, "train_s": round(time.time() - started, 1),
+                               "learner": cfg.model.learner, "conditioning": cfg.model.conditioning}
+    if evaluate:
+        if best_step is not None and (ckpt_dir / "best.pt").exists():
+            _load_model_state(exp, load_checkpoint(ckpt_dir / "best.pt", exp.device), ckpt_dir / "best.pt")
+        summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
+        log(format_results(summary["test"]))
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A small text table of :func:`evaluate_shots` results (accuracy % +- 95% CI)."""
+    def cell(entry: dict[str, Any] | None) -> str:
+        if not entry:
+            return "-"
+        mean, ci = entry["accuracy"]
+        return f"{100 * mean:5.1f} +- {100 * (ci or 0):.1f}"
+
+    shots = list((results.get("with_prior") or results["without_prior"]).keys())
+    lines = [f"{results['split']} classes, {results['n_way']}-way, {results['episodes']} episodes per "
+             f"shot (accuracy % +- 95% CI)",
+             f"{'':22}" + "".join(f"{s:>16}" for s in shots)]
+    if results.get("with_prior") is not None:
+        lines.append(f"{'with graph prior':22}" + "".join(f"{cell(results['with_prior'][s]):>16}" for s in shots))
+    lines.append(f"{'without graph prior':22}" + "".join(f"{cell(results['without_prior'][s]):>16}" for s in shots))
+    return "\n".join(lines)
+
+
+def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = None,
+             checkpoint: str = "best") -> Experiment:
+    """Rebuild a finished (or interrupted) run from its folder with its best (else last) weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir}: no config.yaml; pass a run folder written by kgmeta train")
+    cfg = load_config(run_dir / "config.yaml")
+    exp = build(cfg, device)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if checkpoint == "best" and not path.exists():
+        path = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(path, exp.device)
+    _check_fingerprint(state, cfg, path)
+    _load_model_state(exp, state, path)
+    exp.model.eval()
+    return exp
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, shots: Sequence[int] | None = None,
+                 episodes: int | None = None, split: str = "test", device: str | torch.device | None = None,
+                 quiet: bool = True) -> dict[str, Any]:
+    """Evaluate a run folder's model on ``split`` (default: its unseen test classes).
+
+    Returns:
+        The :func:`evaluate_shots` results, also written to ``<run>/eval-<split>.json``.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}; choose one of {list(SPLITS)}")
+    exp = load_run(run_dir, device=device)
+    results = evaluate_shots(exp, split, shots, episodes, progress=not quiet)
+    write_json(Path(run_dir) / f"eval-{split}.json", results)
+    return results

@@ -1,0 +1,164 @@
+"""The graph-conditioned few-shot model: ontology graph -> GNN -> class priors -> any learner.
+
+:class:`KGMetaModel` ties a :class:`~kgmeta.learners.base.Learner` to a
+:class:`~kgmeta.gnn.GraphEncoder` over a :class:`~kgmeta.graph.KnowledgeGraph` and a
+:class:`PriorHead` that maps each class node's embedding ``z_c`` to a prior mean ``m_c = g(z_c)``
+in the backbone's feature space and a prior strength ``tau_c = softplus(h(z_c))``. Without an
+encoder (``conditioning: none``) it is the plain learner, so an ablation changes one setting.
+
+The GNN runs once per meta-batch over the whole graph (:meth:`KGMetaModel.meta_batch_loss`); the
+training loss is the episode cross-entropy plus ``align_weight`` times an alignment term that pulls
+``m_c`` toward the (detached) visual mean of the class's images in the episode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kgmeta.conditioning import Priors
+from kgmeta.errors import DataError
+
+if TYPE_CHECKING:
+    from kgmeta.episodes import Episode
+    from kgmeta.gnn import GraphEncoder
+    from kgmeta.graph import KnowledgeGraph
+    from kgmeta.learners.base import Learner
+
+__all__ = ["KGMetaModel", "PriorHead", "class_visual_means"]
+
+
+class PriorHead(nn.Module):
+    """Maps class embeddings ``z [n, e]`` to :class:`~kgmeta.conditioning.Priors` in feature space.
+
+    Args:
+        embed_dim: size ``e`` of the GNN embeddings.
+        feat_dim: size ``d`` of the backbone features the priors live in.
+        hidden: width of the two-layer MLP ``g`` for the prior mean.
+        init_strength: ``tau`` of every class at initialisation (pseudo-shots).
+    """
+
+    def __init__(self, embed_dim: int, feat_dim: int, hidden: int = 256, init_strength: float = 1.0) -> None:
+        super().__init__()
+        if init_strength <= 0:
+            raise DataError(f"init_strength={init_strength} must be positive")
+        self.mean = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, feat_dim))
+        self.strength = nn.Linear(embed_dim, 1)
+        nn.init.zeros_(self.strength.weight)
+        # softplus^-1(init_strength): every class starts with the same strength
+        nn.init.constant_(self.strength.bias, math.log(math.expm1(init_strength)))
+
+    def forward(self, z: Tensor) -> Priors:
+        # z: [n, e] -> mean [n, d], strength [n]
+        return Priors(mean=self.mean(z), strength=F.softplus(self.strength(z)).squeeze(1))
+
+
+def class_visual_means(feats: Tensor, labels: Tensor, n_way: int) -> tuple[Tensor, Tensor]:
+    """Per-class mean feature ``[n_way, d]`` and a mask ``[n_way]`` of classes with any image."""
+    counts = torch.bincount(labels, minlength=n_way)[:n_way]                          # [n_way]
+    sums = feats.new_zeros(n_way, feats.shape[1]).index_add(0, labels, feats)        # [n_way, d]
+    return sums / counts.clamp(min=1).unsqueeze(1).to(feats.dtype), counts > 0
+
+
+class KGMetaModel(nn.Module):
+    """A learner, optionally conditioned on class priors from a knowledge graph.
+
+    Args:
+        learner: any learner of :data:`kgmeta.learners.LEARNERS` (it owns the backbone).
+        kg: the knowledge graph whose nodes include every class the model will see; None for the
+            unconditioned baseline.
+        encoder: GNN over ``kg`` giving ``z [num_nodes, e]``; None for the baseline.
+        prior_head: maps ``z`` rows to priors; built from ``encoder.out_dim`` and the backbone's
+            ``out_dim`` when None and an encoder is given.
+        align_weight: weight of the alignment loss ``mean_c ||m_c - stopgrad(v_c)||^2 / d`` where
+            ``v_c`` is the class's visual mean in the episode.
+    """
+
+    def __init__(self, learner: "Learner", kg: "KnowledgeGraph | None" = None,
+                 encoder: "GraphEncoder | None" = None, prior_head: PriorHead | None = None,
+                 align_weight: float = 0.1) -> None:
+        super().__init__()
+        if (kg is None) != (encoder is None):
+            raise DataError("KGMetaModel needs both a knowledge graph and an encoder, or neither")
+        self.learner = learner
+        self.kg = kg
+        self.encoder = encoder
+        if encoder is not None and prior_head is None:
+            prior_head = PriorHead(encoder.out_dim, learner.backbone.out_dim)
+        self.prior_head = prior_head
+        self.align_weight = float(align_weight)
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the model uses graph priors."""
+        return self.encoder is not None
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The learner's image feature extractor."""
+        return self.learner.backbone
+
+    def graph_embeddings(self) -> Tensor | None:
+        """GNN embeddings of every node ``[num_nodes, e]``, or None for the baseline."""
+        if self.encoder is None:
+            return None
+        return self.encoder(self.kg)
+
+    def rows(self, iris: Sequence[str | None]) -> Tensor:
+        """Graph rows of ``iris`` as a long tensor; an unknown or missing IRI is a DataError."""
+        index = self.kg.index
+        missing = [i for i in iris if i is None or i not in index]
+        if missing:
+            raise DataError(f"classes {missing[:5]} are not nodes of the knowledge graph; map every class "
+                            f"to an ontology IRI (class mapping file) or use conditioning: none")
+        return torch.tensor([index[i] for i in iris], dtype=torch.long)
+
+    def priors(self, iris: Sequence[str | None], z: Tensor | None = None) -> Priors | None:
+        """Priors for classes ``iris`` (episode order); ``z`` reuses embeddings of this meta-batch."""
+        if self.encoder is None:
+            return None
+        if z is None:
+            z = self.graph_embeddings()
+        return self.prior_head(z[self.rows(iris).to(z.device)])   # mean [n_way, d], strength [n_way]
+
+    def episode_loss(self, episode: "Episode", z: Tensor | None = None,
+                     use_prior: bool = True) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Loss, query logits ``[Q, n_way]`` and the loss's parts for one episode.
+
+        Args:
+            episode: the episode, already on the model's device.
+            z: graph embeddings computed once for the meta-batch (computed here when None).
+            use_prior: False evaluates a conditioned model without its prior (ablation at test).
+        """
+        priors = self.priors(episode.class_iris, z) if (self.conditioned and use_prior) else None
+        loss, logits = self.learner.loss(episode, priors)
+        parts = {"episode": loss.detach()}
+        if priors is not None and self.training and self.align_weight > 0:
+            if episode.support_images.shape[0] > 0:
+                images, labels = episode.support_images, episode.support_labels
+            else:
+                images, labels = episode.query_images, episode.query_labels
+            with torch.no_grad():
+                visual, seen = class_visual_means(self.backbone(images), labels, episode.n_way)  # [n_way, d]
+            align = (priors.mean[seen] - visual[seen]).pow(2).mean()
+            loss = loss + self.align_weight * align
+            parts["align"] = align.detach()
+        return loss, logits, parts
+
+    def meta_batch_loss(self, episodes: Sequence["Episode"]) -> tuple[Tensor, dict[str, float]]:
+        """Mean loss over a meta-batch, running the GNN once for all its episodes."""
+        z = self.graph_embeddings()
+        total = None
+        sums: dict[str, Tensor] = {}
+        for episode in episodes:
+            loss, _, parts = self.episode_loss(episode, z)
+            total = loss if total is None else total + loss
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0) + value
+        n = len(episodes)
+        return total / n, {key: float(value) / n for key, value in sums.items()}
