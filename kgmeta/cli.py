@@ -13,6 +13,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from kgmeta import __version__
 from kgmeta.errors import KGMetaError
@@ -93,8 +94,11 @@ def _load_cfg(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     from kgmeta.train import fit, format_results
 
-    if args.resume and args.config is None and not args.set:
-        cfg = None
+    if args.resume:
+        from kgmeta.config import load_config
+
+        # overrides (e.g. more train.steps) apply on top of the run's own config
+        cfg = load_config(args.config or Path(args.resume) / "config.yaml", args.set or ())
     else:
         cfg = _load_cfg(args)
     summary = fit(cfg, out=args.out, resume=args.resume, device=args.device, quiet=args.quiet)

@@ -544,7 +544,7 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
                  if len(exp.splits["val"]) >= 2 else None)
     writer = _scalar_writer(run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    step = start
+    completed = start  # steps whose optimiser update is done (what a checkpoint may claim)
     model.train()
     bar = tqdm(total=t.steps, initial=start, desc="meta-train", unit="step", disable=quiet,
                dynamic_ncols=True)
@@ -565,7 +565,7 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
             if t.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             optimizer.step()
-            done = step + 1
+            completed = done = step + 1
             record = {"step": done, "loss": value, **{f"loss_{k}": v for k, v in parts.items()}}
             if val_specs is not None and (done % t.val_every == 0 or done == t.steps):
                 val = evaluate_specs(exp, val_specs)
@@ -590,8 +590,6 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
             bar.update(1)
     except KeyboardInterrupt:
         bar.close()
-        completed = step if step < t.steps else t.steps
-        # the interrupted step's update may be half done: only a fully completed step is saved
         if completed > start or state is None:
             save_checkpoint(ckpt_dir / "last.pt", _checkpoint_state(exp, optimizer, completed, best_val,
                                                                     best_step))

@@ -1,0 +1,134 @@
+"""Whole runs through the command line, in-process: train, evaluate, resume, faults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgmeta.cli import main
+from kgmeta.runs import load_checkpoint
+
+SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "smoke"
+    assert main(["train", "--config", SMOKE, "--out", str(run), "--quiet"]) == 0
+    return run
+
+
+def test_train_writes_run_folder(smoke_run: Path) -> None:
+    for name in ("config.yaml", "metrics.jsonl", "train.log", "summary.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (smoke_run / name).is_file(), name
+    records = _records(smoke_run)
+    assert [r["step"] for r in records] == list(range(1, 7))
+    assert all(r["loss"] > 0 for r in records)
+    assert "val_accuracy" in records[2] and "val_accuracy" in records[5]
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    test = summary["test"]
+    assert test["with_prior"]["0shot"]["episodes"] == 10
+    assert test["without_prior"]["0shot"] is None          # nothing to classify with
+    assert 0.0 <= test["without_prior"]["1shot"]["accuracy"][0] <= 1.0
+    assert load_checkpoint(smoke_run / "checkpoints" / "last.pt")["step"] == 6
+
+
+def test_evaluate_command(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(smoke_run), "--shots", "0,1", "--episodes", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "with graph prior" in out and "0shot" in out
+    saved = json.loads((smoke_run / "eval-test.json").read_text())
+    assert saved["episodes"] == 4
+
+
+def test_evaluate_bad_shots(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(smoke_run), "--shots", "one"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--shots" in err and "Traceback" not in err
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kgmeta.train as train_mod
+
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    args = ["--config", SMOKE, "--quiet", "--set", "episodes.eval_episodes=3"]
+    assert main(["train", *args, "--out", str(full)]) == 0
+
+    real = train_mod.materialise
+    calls = {"n": 0}
+
+    def interrupt_at_step_five(*a, **kw):  # meta_batch 2: calls 9, 10 belong to step 5
+        calls["n"] += 1
+        if calls["n"] == 9 + 5:  # + 5 validation episodes drawn at step 3
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "materialise", interrupt_at_step_five)
+    assert main(["train", *args, "--out", str(broken)]) == 130
+    assert load_checkpoint(broken / "checkpoints" / "last.pt")["step"] == 4
+    monkeypatch.setattr(train_mod, "materialise", real)
+    assert main(["train", "--resume", str(broken), "--quiet"]) == 0
+
+    assert _records(broken) == _records(full)
+    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(broken / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = json.loads((full / "summary.json").read_text())["test"]
+    sb = json.loads((broken / "summary.json").read_text())["test"]
+    assert sa == sb
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from kgmeta.model import KGMetaModel
+
+    real = KGMetaModel.meta_batch_loss
+    calls = {"n": 0}
+
+    def nan_at_step_five(self, episodes):
+        loss, parts = real(self, episodes)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 5 else loss), parts
+
+    monkeypatch.setattr(KGMetaModel, "meta_batch_loss", nan_at_step_five)
+    run = tmp_path / "nan"
+    assert main(["train", "--config", SMOKE, "--out", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "loss is nan at step 5" in err and "last good checkpoint" in err and "\n" not in err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+
+
+def test_resume_refuses_checkpoint_of_other_config(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--resume", str(smoke_run), "--set", "graph.hidden=8", "--quiet"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_resume_corrupt_checkpoint(tmp_path: Path, smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "corrupt"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text((smoke_run / "config.yaml").read_text())
+    (run / "checkpoints" / "last.pt").write_bytes(b"\x80\x02not a checkpoint")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or unreadable checkpoint" in err and "Traceback" not in err
+
+
+def test_out_folder_with_a_run_is_refused(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--config", SMOKE, "--out", str(smoke_run), "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_config_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["train", "--config", SMOKE, "--set", "episodes.n_ways=3", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'episodes.n_way'" in err and err.count("\n") == 1
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
