@@ -294,6 +294,9 @@ def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experimen
             kw["proximal"] = m.proximal
     learner = build_learner(m.learner, backbone, **kw)
     encoder = None
+    if m.conditioning == "kg" and m.learner == "finetune":
+        raise ConfigError("model.learner=finetune trains an ordinary classifier and has no graph prior; "
+                          "set model.conditioning=none")
     if m.conditioning == "kg":
         encoder = GraphEncoder.for_graph(kg, out_dim=g.embed_dim, kind=g.encoder, hidden=g.hidden,
                                          layers=g.layers, dropout=g.dropout)
@@ -526,6 +529,8 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
     exp = build(cfg, device)
     t = cfg.train
     model = exp.model
+    if cfg.model.learner == "finetune":
+        return _fit_finetune(exp, run_dir, log, metrics_log, started, evaluate, quiet)
     params = _model_parameters(model)
     optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     start, best_val, best_step = 0, None, None
@@ -605,6 +610,36 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
     if evaluate:
         if best_step is not None and (ckpt_dir / "best.pt").exists():
             _load_model_state(exp, load_checkpoint(ckpt_dir / "best.pt", exp.device), ckpt_dir / "best.pt")
+        summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
+        log(format_results(summary["test"]))
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _fit_finetune(exp: Experiment, run_dir: Path, log: Callable[[str], None], metrics_log: MetricsLog,
+                  started: float, evaluate: bool, quiet: bool) -> dict[str, Any]:
+    """The transfer-learning baseline: ordinary classification on the meta-train classes (one
+    batch of ``meta_batch * n_way * (k_shot + q_query)`` images per step, so it sees as many
+    images as meta-training would), then a new head per test episode. Not resumable mid-way."""
+    from kgmeta.learners import pretrain_classifier
+
+    cfg, t = exp.cfg, exp.cfg.train
+    e = cfg.episodes
+    batch = t.meta_batch * e.n_way * (max(e.k_shot, 1) + e.q_query)
+    losses = pretrain_classifier(exp.model.backbone, exp.dataset, exp.splits["train"], t.steps,
+                                 batch_size=batch, lr=t.lr, seed=t.seed, device=exp.device)
+    for step, value in enumerate(losses, 1):
+        metrics_log.write({"step": step, "loss": value})
+    save_checkpoint(run_dir / "checkpoints" / "last.pt",
+                    {"step": t.steps, "model": exp.model.state_dict(), "optimizer": {},
+                     "best_val": None, "best_step": None, "config": config_to_dict(cfg),
+                     "fingerprint": config_fingerprint(cfg), "kgmeta_version": __version__})
+    log(f"pretrained the backbone as a {len(exp.splits['train'])}-way classifier for {t.steps} steps "
+        f"(batch {batch}); final loss {losses[-1]:.4f}")
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": t.steps, "best_val_accuracy": None,
+                               "best_step": None, "train_s": round(time.time() - started, 1),
+                               "learner": "finetune", "conditioning": cfg.model.conditioning}
+    if evaluate:
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
     write_json(run_dir / "summary.json", summary)
