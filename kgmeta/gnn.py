@@ -22,6 +22,7 @@ inverses are removed from the message-passing graph.
 
 from __future__ import annotations
 
+import warnings
 import os
 import tempfile
 import time
@@ -33,7 +34,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GCNConv
+with warnings.catch_warnings():
+    # torch_geometric calls the deprecated torch.jit.script at import time: not the user's concern
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    from torch_geometric.nn import GATConv, GCNConv
 
 from kgmeta.errors import CheckpointError, ConfigError
 from kgmeta.graph import KnowledgeGraph

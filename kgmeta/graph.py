@@ -33,7 +33,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import shortest_path
-from torch_geometric.data import Data
+with warnings.catch_warnings():
+    # torch_geometric calls the deprecated torch.jit.script at import time: not the user's concern
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    from torch_geometric.data import Data
 
 from kgmeta.errors import OntologyError
 from kgmeta.features import build_text_encoder, node_text
