@@ -115,15 +115,11 @@ class OntologyConfig(_Section):
         "ontology files merged into one graph (.ttl .owl .rdf .nt .jsonld .obo); "
         "`builtin:kgmeta-medical` is the shipped ontology",
         min_items=1, min_len=1, unique=True)
-    mapping: str | None = _opt(
-        None,
-        "optional file of extra term mappings between ontologies (e.g. DOID <-> MeSH) merged "
-        "into the graph; null: none",
-        min_len=1)
     include_deprecated: bool = _opt(
         False, "keep classes marked owl:deprecated as graph nodes")
     cache_dir: str | None = _opt(
-        None, "folder of the built-graph cache; null: `.kgmeta-cache` in the working directory",
+        None, "folder of the built-graph cache (keyed by file contents); null: $KGMETA_CACHE_DIR "
+        "if set, else no cache",
         min_len=1)
 
 
@@ -163,8 +159,9 @@ class DataConfig(_Section):
         min_len=1, unique=True)
     classes: str | None = _opt(
         None,
-        "file mapping dataset class names to ontology terms; null: match class names to "
-        "ontology labels and synonyms",
+        "class mapping file (TSV/CSV/YAML: class name, ontology id or label, optional parent "
+        "ids) linking dataset classes to ontology nodes; null: resolve class names through "
+        "the ontology's labels and synonyms",
         min_len=1)
     image_size: int = _opt(64, "side H = W of the images given to the backbone", ge=8)
     channels: int = _opt(3, "image channels: 1 (grey) or 3 (RGB)", choices=(1, 3))

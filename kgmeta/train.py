@@ -241,6 +241,9 @@ def _build_data(cfg: RunConfig, ontology) -> tuple[Any, Any, dict[str, list[int]
         dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
                              class_names=names, class_iris=[mapping.get(n) for n in names] if names else None)
     names = list(dataset.class_names)
+    if not d.classes:  # no class map: resolve folder/class names through labels and synonyms
+        report = ontology.resolve_many(names)
+        dataset.class_iris = [report.matches.get(n) for n in names]
     lists = {"train": d.train_classes, "val": d.val_classes, "test": d.test_classes}
     if lists["train"] is None or lists["test"] is None:
         raise ConfigError(f"data.kind={d.kind}: set data.train_classes and data.test_classes (class "

@@ -1,0 +1,114 @@
+"""The shipped configs load, and the folder and npz data paths train end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kgmeta.cli import main
+from kgmeta.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SMOKE = str(CONFIGS / "smoke.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.name
+
+
+def test_default_yaml_is_the_builtin_default() -> None:
+    assert load_config(CONFIGS / "default.yaml") == load_config(None)
+
+
+TINY_TTL = """
+@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
+@prefix owl: <http://www.w3.org/2002/07/owl#> .
+@prefix ex: <http://example.org/> .
+ex:Finding a owl:Class ; rdfs:label "finding" .
+ex:Red a owl:Class ; rdfs:label "red lesion" ; rdfs:subClassOf ex:Finding .
+ex:Blue a owl:Class ; rdfs:label "blue lesion" ; rdfs:subClassOf ex:Finding .
+ex:Alpha a owl:Class ; rdfs:label "alpha" ; rdfs:subClassOf ex:Red .
+ex:Beta a owl:Class ; rdfs:label "beta" ; rdfs:subClassOf ex:Blue .
+ex:Gamma a owl:Class ; rdfs:label "gamma" ; rdfs:subClassOf ex:Red .
+ex:Delta a owl:Class ; rdfs:label "delta" ; rdfs:subClassOf ex:Blue .
+"""
+
+COLOURS = {"alpha": (200, 30, 30), "beta": (30, 30, 200), "gamma": (220, 90, 60),
+           "delta": (60, 90, 220), "epsilon": (128, 128, 128)}
+
+
+def _tiny_overrides(tmp: Path) -> list[str]:
+    return ["--set", "episodes.n_way=2", "--set", "episodes.q_query=3", "--set", "episodes.eval_episodes=4",
+            "--set", "episodes.val_episodes=2", "--set", "train.steps=2", "--set", "train.val_every=2",
+            "--set", "train.checkpoint_every=2", "--set", "data.image_size=16", "--set", "data.channels=3"]
+
+
+def test_folders_with_own_ontology_and_mapping(tmp_path: Path) -> None:
+    onto = tmp_path / "tiny.ttl"
+    onto.write_text(TINY_TTL)
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        folder = tmp_path / "images" / name
+        folder.mkdir(parents=True)
+        for i in range(8):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    mapping = tmp_path / "classes.tsv"  # epsilon is new: attached under a parent as a new node
+    mapping.write_text("class\tontology_id\tparents\nalpha\thttp://example.org/Alpha\t\n"
+                       "beta\tbeta\t\ngamma\tgamma\t\ndelta\tdelta\t\n"
+                       "epsilon\t\thttp://example.org/Red\n")
+    run = tmp_path / "run"
+    code = main(["train", "--config", SMOKE, "--out", str(run), "--quiet", *_tiny_overrides(tmp_path),
+                 "--set", f"ontology.paths=[{onto}]", "--set", "data.kind=folders",
+                 "--set", f"data.roots=[{tmp_path / 'images'}]", "--set", f"data.classes={mapping}",
+                 "--set", "data.train_classes=[alpha, beta, epsilon]",
+                 "--set", "data.val_classes=[]", "--set", "data.test_classes=[gamma, delta]"])
+    assert code == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test"]["n_way"] == 2
+    assert summary["test"]["with_prior"]["0shot"]["episodes"] == 4
+
+
+def test_folders_without_mapping_resolve_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    onto = tmp_path / "tiny.ttl"
+    onto.write_text(TINY_TTL)
+    for name in ("alpha", "beta", "gamma", "unknownclass"):
+        folder = tmp_path / "images" / name
+        folder.mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(folder / f"{i}.png")
+    code = main(["train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--quiet",
+                 *_tiny_overrides(tmp_path), "--set", f"ontology.paths=[{onto}]",
+                 "--set", "data.kind=folders", "--set", f"data.roots=[{tmp_path / 'images'}]",
+                 "--set", "data.train_classes=[alpha, unknownclass]", "--set", "data.val_classes=[]",
+                 "--set", "data.test_classes=[beta, gamma]"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknownclass" in err and "data.classes" in err
+
+
+def test_npz_with_medmnist_style_map(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for split, n in (("train", 60), ("val", 20), ("test", 20)):
+        labels = np.arange(n) % 4
+        images = (labels[:, None, None] * 60 + rng.integers(0, 30, (n, 12, 12))).astype(np.uint8)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
+    npz = tmp_path / "tinymnist.npz"
+    np.savez(npz, **arrays)
+    (tmp_path / "tiny.ttl").write_text(TINY_TTL)
+    mapping = tmp_path / "map.tsv"
+    mapping.write_text("index\tlabel\tontology_id\n0\talpha\tex:Alpha\n1\tbeta\tex:Beta\n"
+                       "2\tgamma\tex:Gamma\n3\tdelta\tex:Delta\n")
+    code = main(["train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--quiet",
+                 *_tiny_overrides(tmp_path), "--set", f"ontology.paths=[{tmp_path / 'tiny.ttl'}]",
+                 "--set", "data.kind=npz", "--set", f"data.roots=[{npz}]", "--set", f"data.classes={mapping}",
+                 "--set", "data.train_classes=[alpha, beta]", "--set", "data.val_classes=[]",
+                 "--set", "data.test_classes=[gamma, delta]", "--set", "data.channels=1"])
+    assert code == 0
