@@ -130,6 +130,49 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from kgmeta.explain import explain_class, format_explanation
+    from kgmeta.train import load_run
+
+    if args.top_k < 1:
+        raise KGMetaError(f"--top-k {args.top_k}: give a positive number of neighbours")
+    exp = load_run(args.run, device=args.device)
+    result = explain_class(exp, args.cls, top_k=args.top_k, max_candidates=args.max_candidates)
+    print(json.dumps(result, indent=2, default=str) if args.json else format_explanation(result))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from kgmeta.predict import format_predictions, predict
+    from kgmeta.train import load_run
+
+    exp = load_run(args.run, device=args.device)
+    result = predict(exp, args.support, args.images, _split_names(args.classes or ""),
+                     use_prior=not args.no_prior)
+    print(json.dumps(result, indent=2, default=str) if args.json else format_predictions(result))
+    return 0
+
+
+def _cmd_plots(args: argparse.Namespace) -> int:
+    from kgmeta.plots import plot_run
+
+    for path in plot_run(args.run, log=lambda m: print(m, file=sys.stderr), episodes=args.episodes):
+        print(path)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from kgmeta.config import config_reference_markdown, config_to_dict
+
+    if args.reference:
+        print(config_reference_markdown())
+        return 0
+    import yaml
+
+    print(yaml.safe_dump(config_to_dict(_load_cfg(args)), sort_keys=False), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``kgmeta`` command.
 
@@ -164,6 +207,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the full results as JSON")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="few-shot (or zero-shot) prediction for new classes")
+    predict.add_argument("run", help="run folder written by kgmeta train")
+    predict.add_argument("images", nargs="+", help="image files or folders to classify")
+    predict.add_argument("--support", help="folder with one sub-folder of labelled images per class "
+                                           "(folder name = ontology label, synonym or CURIE)")
+    predict.add_argument("--classes", help="comma-separated extra classes with zero shots (labels or CURIEs)")
+    predict.add_argument("--no-prior", action="store_true", help="ignore the graph prior")
+    predict.add_argument("--device", help="cpu, cuda, cuda:N")
+    predict.add_argument("--json", action="store_true", help="print the full result as JSON")
+    predict.set_defaults(func=_cmd_predict)
+
+    explain = sub.add_parser("explain", help="which ontology neighbours shaped a class's prior")
+    explain.add_argument("run", help="run folder written by kgmeta train")
+    explain.add_argument("cls", metavar="CLASS", help="class label, CURIE or IRI")
+    explain.add_argument("--top-k", type=int, default=10, help="neighbours to show (default 10)")
+    explain.add_argument("--max-candidates", type=int, default=200,
+                         help="nearest nodes scored by occlusion (default 200)")
+    explain.add_argument("--device", help="cpu, cuda, cuda:N")
+    explain.add_argument("--json", action="store_true", help="print the full result as JSON")
+    explain.set_defaults(func=_cmd_explain)
+
+    plots = sub.add_parser("plots", help="(re)draw a run folder's plots")
+    plots.add_argument("run", help="run folder written by kgmeta train")
+    plots.add_argument("--episodes", type=int, default=100, help="episodes for the confusion matrix")
+    plots.set_defaults(func=_cmd_plots)
+
+    config = sub.add_parser("config", help="print the resolved config, or the config reference")
+    config.add_argument("--config", help="YAML config (default: the built-in defaults)")
+    config.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    config.add_argument("--reference", action="store_true", help="print every key as Markdown tables")
+    config.set_defaults(func=_cmd_config)
 
     onto = sub.add_parser("ontology", help="inspect ontologies and resolve class names")
     onto_sub = onto.add_subparsers(dest="ontology_command", metavar="ACTION")

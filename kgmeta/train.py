@@ -616,7 +616,14 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
     write_json(run_dir / "summary.json", summary)
+    _plots(run_dir, exp, log)
     return summary
+
+
+def _plots(run_dir: Path, exp: Experiment, log: Callable[[str], None]) -> None:
+    from kgmeta.plots import plot_run  # late: matplotlib
+
+    plot_run(run_dir, exp, log=log, episodes=min(100, exp.cfg.episodes.eval_episodes))
 
 
 def _fit_finetune(exp: Experiment, run_dir: Path, log: Callable[[str], None], metrics_log: MetricsLog,
@@ -646,6 +653,7 @@ def _fit_finetune(exp: Experiment, run_dir: Path, log: Callable[[str], None], me
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
     write_json(run_dir / "summary.json", summary)
+    _plots(run_dir, exp, log)
     return summary
 
 
