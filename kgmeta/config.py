@@ -51,6 +51,7 @@ __all__ = [
     "EpisodeConfig",
     "ModelConfig",
     "TrainConfig",
+    "AdversarialConfig",
     "RunConfig",
     "load_config",
     "config_from_dict",
@@ -271,6 +272,23 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
+class AdversarialConfig(_Section):
+    """Adversarial meta-training: attacked episodes mixed with clean ones."""
+
+    SECTION = "adversarial"
+
+    enabled: bool = _opt(False, "train on attacked episodes (share `ratio` of each meta-batch)")
+    attack: str = _opt("pgd", "attack: `pgd` or `fgsm`", choices=("pgd", "fgsm"))
+    norm: str = _opt("linf", "perturbation norm: `linf` or `l2`", choices=("linf", "l2"))
+    epsilon: float = _opt(8 / 255, "perturbation budget in [0, 1] pixel units", ge=0.0, le=1.0)
+    step_size: float = _opt(2 / 255, "PGD step size in pixel units", gt=0.0, le=1.0)
+    steps: int = _opt(7, "PGD steps (FGSM takes one step of size epsilon)", ge=1)
+    ratio: float = _opt(0.5, "share of training episodes that are attacked", ge=0.0, le=1.0)
+    targets: str = _opt("query", "which images are attacked: `query`, `support` or `both`",
+                        choices=("query", "support", "both"))
+
+
+@dataclass(frozen=True)
 class RunConfig(_Section):
     """The whole run; the resolved copy is saved in every run folder."""
 
@@ -286,6 +304,7 @@ class RunConfig(_Section):
     episodes: EpisodeConfig = _section(EpisodeConfig, "episode shape for training and evaluation")
     model: ModelConfig = _section(ModelConfig, "backbone, learner and conditioning")
     train: TrainConfig = _section(TrainConfig, "outer loop, losses, checkpoints, hardware")
+    adversarial: AdversarialConfig = _section(AdversarialConfig, "adversarial meta-training")
 
     def _check(self) -> None:
         ep, data = self.episodes, self.data

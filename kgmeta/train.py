@@ -339,6 +339,21 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def _attack_some(model: KGMetaModel, episodes: list["Episode"], adv: Any,
+                 generator: torch.Generator) -> list["Episode"]:
+    """Replace a share ``adv.ratio`` of the meta-batch by attacked copies (seeded per step)."""
+    from kgmeta.adversarial import attack_episode  # late: only adversarial runs need it
+
+    out = []
+    for episode in episodes:
+        if float(torch.rand((), generator=generator)) < adv.ratio:
+            episode = attack_episode(model, episode, attack=adv.attack, norm=adv.norm,
+                                     epsilon=adv.epsilon, step_size=adv.step_size, steps=adv.steps,
+                                     targets=adv.targets, generator=generator)
+        out.append(episode)
+    return out
+
+
 def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: bool = True,
                    progress: bool = False, desc: str = "evaluate") -> dict[str, Any]:
     """Evaluate ``exp.model`` on saved episode specs; returns the metrics summary.
@@ -561,6 +576,9 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
             torch.manual_seed(t.seed * 7919 + step)  # dropout etc.: same per step on resume
             episodes = [materialise(exp.dataset, sampler.sample_spec(_step_generator(t.seed, step, j)),
                                     exp.device) for j in range(t.meta_batch)]
+            if cfg.adversarial.enabled:
+                episodes = _attack_some(model, episodes, cfg.adversarial,
+                                        _step_generator(t.seed, step, t.meta_batch))
             with _autocast(exp.device, t.amp):
                 loss, parts = model.meta_batch_loss(episodes)
             value = float(loss.detach())
