@@ -1,15 +1,18 @@
 """Benchmark: ontology parse, graph build, cached load, against plain rdflib parsing.
 
 Usage: python benchmarks/ontology_load.py [FILES...] [--quick] [--cache-dir DIR] [--seed N]
+                                         [--parser auto|rdflib|oxigraph]
 
 With no files it measures ontologies/*.ttl plus generated Turtle ontologies of 10k and 100k
 classes (labels, synonyms, definitions, a subClassOf tree, someValuesFrom restrictions), written
 to a temporary directory; --quick skips 100k. Progress goes to stderr; the LAST stdout line is one
-JSON object: {"inputs": [{"name", "classes", "edges", "parse_s", "build_s", "cached_s",
-"rdflib_parse_s", ...}], "seed", "targets", ...}.
+JSON object: {"inputs": [{"name", "parser", "classes", "edges", "parse_s", "build_s", "cached_s",
+"rdflib_parse_s", ...}], "seed", "parser_option", "targets", ...}.
   parse_s  = kgmeta.ontology.load_ontology time     build_s = kgmeta.graph.build_graph time
   cached_s = load_graph cache-hit time              rdflib_parse_s = rdflib Graph().parse time
                                                     (null for OBO, which rdflib cannot read)
+  parser   = the parser load_ontology used for the file: "oxigraph" (pyoxigraph, `pip install
+             kgmeta[fast]`), "rdflib" or "obo"; --parser is passed to load_ontology (default auto)
 Targets: parse_s + build_s <= 1.25 * rdflib_parse_s; cached >= 20x faster than cold; 100k cold
 < 60 s.
 """
@@ -30,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import kgmeta.ontology as ontology_mod  # noqa: E402
 from kgmeta.graph import build_graph, load_graph  # noqa: E402
 from kgmeta.ontology import load_ontology  # noqa: E402
 
@@ -86,10 +90,28 @@ def rdflib_parse_s(path: Path) -> float | None:
     return time.perf_counter() - t0
 
 
-def measure(path: Path, cache_dir: Path) -> dict:
-    log(f"[{path.name}] load_ontology ...")
+def load_watching_parser(path: Path, parser: str):
+    """load_ontology(parser=...) and which parser it took for ``path`` (watched, not guessed)."""
+    calls: list[str] = []
+    real = ontology_mod._parse_oxigraph
+
+    def spy(*a, **k):
+        calls.append("oxigraph")
+        return real(*a, **k)
+
+    ontology_mod._parse_oxigraph = spy
+    try:
+        onto = load_ontology([path], parser=parser)
+    finally:
+        ontology_mod._parse_oxigraph = real
+    used = "obo" if path.suffix.lower() == ".obo" else "oxigraph" if calls else "rdflib"
+    return onto, used
+
+
+def measure(path: Path, cache_dir: Path, parser: str = "auto") -> dict:
+    log(f"[{path.name}] load_ontology(parser={parser!r}) ...")
     t0 = time.perf_counter()
-    onto = load_ontology([path])
+    onto, used = load_watching_parser(path, parser)
     parse_s = time.perf_counter() - t0
     log(f"[{path.name}]   {len(onto.classes)} classes, {len(onto.edges)} edges, "
         f"{parse_s:.2f} s; build_graph ...")
@@ -97,17 +119,18 @@ def measure(path: Path, cache_dir: Path) -> dict:
     kg = build_graph(onto)
     build_s = time.perf_counter() - t0
     log(f"[{path.name}]   {build_s:.2f} s; writing cache ...")
-    load_graph([path], cache_dir=cache_dir)  # cold: parses again and stores
+    load_graph([path], cache_dir=cache_dir, parser=parser)  # cold: parses again and stores
     t0 = time.perf_counter()
-    hit = load_graph([path], cache_dir=cache_dir)
+    hit = load_graph([path], cache_dir=cache_dir, parser=parser)
     cached_s = time.perf_counter() - t0
     assert hit.num_nodes == kg.num_nodes
-    log(f"[{path.name}]   cache hit {cached_s:.3f} s; rdflib parse ...")
+    log(f"[{path.name}]   cache hit {cached_s:.3f} s (parser {used}); rdflib parse ...")
     rp = rdflib_parse_s(path)
     log(f"[{path.name}]   rdflib {rp if rp is None else round(rp, 2)} s")
     cold = parse_s + build_s
     return {
-        "name": path.name, "bytes": path.stat().st_size, "classes": len(onto.classes),
+        "name": path.name, "parser": used, "bytes": path.stat().st_size,
+        "classes": len(onto.classes),
         "edges": len(onto.edges), "graph_edges": kg.num_edges, "relations": kg.num_relations,
         "parse_s": round(parse_s, 3), "build_s": round(build_s, 3), "cached_s": round(cached_s, 4),
         "rdflib_parse_s": None if rp is None else round(rp, 3),
@@ -123,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=None,
                     help="graph cache directory (default: a fresh temporary one)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parser", choices=("auto", "rdflib", "oxigraph"), default="auto",
+                    help="load_ontology parser (auto: pyoxigraph when installed, else rdflib)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory(prefix="kgmeta-bench-") as tmp:
@@ -136,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                 generate_ttl(p, n, args.seed)
                 files.append(p)
         cache_dir = args.cache_dir or (tmp / "cache")
-        results = [measure(Path(f), cache_dir) for f in files]
+        results = [measure(Path(f), cache_dir, args.parser) for f in files]
     out = {
-        "inputs": results, "seed": args.seed, "quick": args.quick,
+        "inputs": results, "seed": args.seed, "quick": args.quick, "parser_option": args.parser,
         "targets": {"cold_over_rdflib_max": 1.25, "cached_speedup_min": 20, "cold_100k_max_s": 60},
         "python": platform.python_version(), "torch": torch.__version__,
         "threads": torch.get_num_threads(),

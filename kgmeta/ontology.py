@@ -1,19 +1,23 @@
 """Load ontology files into an :class:`Ontology` and resolve class names to IRIs.
 
-Reads Turtle, RDF/XML, N-Triples, JSON-LD (through rdflib) and OBO 1.2/1.4 (through the line-based
-reader in :mod:`kgmeta.obo`), merges several files into one ontology, and extracts classes, labels,
-synonyms, definitions, xrefs, deprecation and typed edges: named ``rdfs:subClassOf``, existential
-restrictions (``subClassOf [owl:onProperty P; owl:someValuesFrom C]`` -> ``Edge(child, P, C)``),
-``owl:equivalentClass`` intersections, OBO ``relationship``/``intersection_of`` lines and SKOS
-broader/narrower/related. Class expressions it cannot turn into edges are counted by kind in
-:attr:`Ontology.unparsed`, never silently dropped. Extraction is one pass over the triples,
-bucketed by predicate. No torch here: rdflib and the standard library only.
+Reads Turtle, RDF/XML, N-Triples, JSON-LD (through rdflib, or for Turtle, N-Triples and RDF/XML
+through pyoxigraph's Rust parser when it is installed: ``pip install kgmeta[fast]``) and OBO
+1.2/1.4 (through the line-based reader in :mod:`kgmeta.obo`), merges several files into one
+ontology, and extracts classes, labels, synonyms, definitions, xrefs, deprecation and typed
+edges: named ``rdfs:subClassOf``, existential restrictions (``subClassOf [owl:onProperty P;
+owl:someValuesFrom C]`` -> ``Edge(child, P, C)``), ``owl:equivalentClass`` intersections, OBO
+``relationship``/``intersection_of`` lines and SKOS broader/narrower/related. Class expressions
+it cannot turn into edges are counted by kind in :attr:`Ontology.unparsed`, never silently
+dropped. Extraction is one pass over the triples, bucketed by predicate; both parsers feed the
+same extraction, so they give the same :class:`Ontology`. No torch here: rdflib, the standard
+library and optionally pyoxigraph.
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
+import gc
 import json
 import operator
 import re
@@ -1149,6 +1153,169 @@ def _check_jsonld_context(path: Path, text: str, allow_network: bool) -> None:
             stack.extend(node)
 
 
+_PARSERS = ("auto", "rdflib", "oxigraph")
+_OXI_FORMATS = {"turtle": "TURTLE", "nt": "N_TRIPLES", "xml": "RDF_XML"}  # JSON-LD stays on rdflib
+_XSD_STRING = str(XSD.string)
+# rdf:parseType="Literal" gives XMLLiteral values whose lexical form differs between the parsers
+_XML_LITERAL_RE = re.compile(r"""parseType\s*=\s*["']Literal["']""")
+_XMLNS_RE = re.compile(r"""\sxmlns(?::([^\s=/>]+))?\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_XML_ENTITY_DECL_RE = re.compile(r"""<!ENTITY\s+([^\s%]+)\s+(?:"([^"]*)"|'([^']*)')""")
+_XML_ENTITY_REF_RE = re.compile(r"&(#x[0-9A-Fa-f]+|#[0-9]+|[^\s;&]+);")
+_XML_PREDEFINED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+_OXI_LOCATION_RE = re.compile(r"^Parser error (?:at|between) line \d+[^:]*:\s*")
+
+
+class _GcPaused:
+    """Pause the cyclic garbage collector while loading: parsing creates millions of long-lived
+    objects and no cycles, and each full collection the allocations trigger re-scans the whole
+    heap (several seconds per 100k-class file). The previous state is restored on exit."""
+
+    def __enter__(self) -> None:
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc) -> None:
+        if self.was_enabled:
+            gc.enable()
+
+
+def _oxigraph():
+    """The pyoxigraph module, or None when it is not installed."""
+    try:
+        import pyoxigraph
+    except ImportError:
+        return None
+    return pyoxigraph
+
+
+def _xmlns_prefixes(text: str) -> list[tuple[str, str]]:
+    """``xmlns`` declarations of an RDF/XML document in document order (what rdflib's SAX parser
+    binds); the default namespace has prefix ''. Entities of the internal DTD subset and the XML
+    predefined ones are expanded in the values."""
+    entities = dict(_XML_PREDEFINED)
+    if "<!ENTITY" in text:
+        for m in _XML_ENTITY_DECL_RE.finditer(text):
+            entities.setdefault(m.group(1), m.group(2) if m.group(2) is not None else m.group(3))
+
+    def expand(v: str) -> str:
+        def one(m: re.Match) -> str:
+            ref = m.group(1)
+            if ref.startswith("#x"):
+                return chr(int(ref[2:], 16))
+            if ref.startswith("#"):
+                return chr(int(ref[1:]))
+            return entities.get(ref, m.group(0))
+        return _XML_ENTITY_REF_RE.sub(one, v) if "&" in v else v
+
+    return [(m.group(1) or "", expand(m.group(2) if m.group(2) is not None else m.group(3)))
+            for m in _XMLNS_RE.finditer(text)]
+
+
+def _parse_oxigraph(ox, path: Path, fmt: str, text: str) -> tuple[dict, dict[str, str]]:
+    """Parse with pyoxigraph into ``{predicate IRI: [(subject, object)]}`` of rdflib terms (what
+    :class:`_BucketStore` holds after an rdflib parse) plus the file's prefixes as rdflib would
+    bind them. Blank nodes get fresh random ids per parse (``rename_blank_nodes``), so they stay
+    distinct across merged files. Raises SyntaxError (pyoxigraph's, with line/column where the
+    parser gives one)."""
+    quads = ox.parse(input=text, format=getattr(ox.RdfFormat, _OXI_FORMATS[fmt]),
+                     base_iri=path.resolve().as_uri(), rename_blank_nodes=True,
+                     without_named_graphs=True)
+    named, blank, olit = ox.NamedNode, ox.BlankNode, ox.Literal
+    buckets: dict = defaultdict(list)
+    iris: dict[str, URIRef] = {}
+    bnodes: dict[str, BNode] = {}
+    xsd_string = _XSD_STRING
+
+    def other(n):  # RDF-star quoted triples and anything else rdflib has no term for
+        raise SyntaxError(f"unsupported RDF term {n!r} (RDF-star quoted triples are not supported)")
+
+    with _GcPaused():  # millions of small objects and no cycles (load_ontology pauses it too)
+        for q in quads:
+            s, o = q.subject, q.object
+            if type(s) is named:
+                v = s.value
+                rs = iris.get(v)
+                if rs is None:
+                    rs = iris[v] = URIRef(v)
+            elif type(s) is blank:
+                v = s.value
+                rs = bnodes.get(v)
+                if rs is None:
+                    rs = bnodes[v] = BNode(v)
+            else:
+                other(s)
+            t = type(o)
+            if t is named:
+                v = o.value
+                ro = iris.get(v)
+                if ro is None:
+                    ro = iris[v] = URIRef(v)
+            elif t is olit:
+                lang = o.language
+                if lang:
+                    ro = Literal(o.value, lang=lang)
+                else:
+                    dt = o.datatype.value
+                    if dt == xsd_string:
+                        ro = Literal(o.value)
+                    else:
+                        rdt = iris.get(dt)
+                        if rdt is None:
+                            rdt = iris[dt] = URIRef(dt)
+                        ro = Literal(o.value, datatype=rdt)
+            elif t is blank:
+                v = o.value
+                ro = bnodes.get(v)
+                if ro is None:
+                    ro = bnodes[v] = BNode(v)
+            else:
+                other(o)
+            buckets[q.predicate.value].append((rs, ro))
+    # prefixes exactly as rdflib binds them: replayed through rdflib's namespace manager
+    store = _BucketStore()
+    g = Graph(store=store, bind_namespaces="none")
+    if fmt == "xml":
+        for prefix, ns in _xmlns_prefixes(text):
+            g.bind(prefix, ns, override=False)
+    else:  # pyoxigraph's prefixes are sorted by name; rdflib binds in declaration order
+        found = quads.prefixes or {}
+        for prefix in sorted(found, key=lambda pf: _declared_at(text, pf)):
+            g.bind(prefix, found[prefix])
+    file_prefixes = {str(p): str(ns) for p, ns in store.namespaces() if p and str(p) != "xml"}
+    return buckets, file_prefixes
+
+
+def _declared_at(text: str, prefix: str) -> int:
+    """Offset of the first ``@prefix``/``PREFIX`` declaration of ``prefix`` in Turtle text."""
+    m = re.search(rf"(?:@prefix|(?i:prefix))\s+{re.escape(prefix)}:", text)
+    return m.start() if m else len(text)
+
+
+def _oxi_error(path: Path, fmt: str, e: Exception, text: str) -> OntologyError:
+    """OntologyError naming the file and the line/column of a pyoxigraph parse error. When
+    pyoxigraph gives no location (its RDF/XML parser), rdflib re-parses to find one."""
+    line, col = getattr(e, "lineno", None), getattr(e, "offset", None)
+    if not line:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                Graph(store=_BucketStore(), bind_namespaces="none").parse(
+                    data=text, format=fmt, publicID=path.resolve().as_uri())
+        except Exception as e2:  # noqa: BLE001 (rdflib raises many types)
+            return _rdf_error(path, fmt, e2, text)
+    if line:
+        last = text.rstrip().count("\n") + 1
+        if line > last:  # error at end of input: point at the last line, as for rdflib
+            line, col = last, None
+    msg = getattr(e, "msg", None) or str(e)
+    why = " ".join(_OXI_LOCATION_RE.sub("", str(msg)).split())
+    if len(why) > 200:
+        why = why[:200] + "..."
+    where = f", line {line}" + (f" column {col}" if col else "") if line else ""
+    return OntologyError(f"{path}: {_FORMAT_NAMES.get(fmt, fmt)} format{where}: {why}; fix the "
+                         "syntax or check the file's extension matches its content")
+
+
 def _rdf_error(path: Path, fmt: str, e: Exception, text: str) -> OntologyError:
     name = _FORMAT_NAMES.get(fmt, fmt)
     where = ""
@@ -1200,7 +1367,7 @@ def _read_text(path: Path) -> str:
 
 
 def _load_one(path: Path, b: _Builder, fmt_forced: str | None, allow_network: bool,
-              timings: dict[str, float] | None) -> None:
+              timings: dict[str, float] | None, parser: str = "auto") -> None:
     import time
 
     if not path.exists():
@@ -1217,21 +1384,38 @@ def _load_one(path: Path, b: _Builder, fmt_forced: str | None, allow_network: bo
         return
     if fmt == "json-ld":
         _check_jsonld_context(path, text, allow_network)
-    store = _BucketStore()
-    g = Graph(store=store, bind_namespaces="none")
-    try:
-        with warnings.catch_warnings():  # rdflib's JSON-LD parser warns about its own internals
-            warnings.simplefilter("ignore", DeprecationWarning)
-            g.parse(data=text, format=fmt, publicID=path.resolve().as_uri())
-    except OntologyError:
-        raise
-    except Exception as e:  # rdflib raises many types (BadSyntax, SAXParseException, ParseError ...)
-        raise _rdf_error(path, fmt, e, text) from None
+    buckets = None
+    ox = None
+    if parser != "rdflib" and fmt in _OXI_FORMATS:
+        ox = _oxigraph()
+        if ox is not None and fmt == "xml" and _XML_LITERAL_RE.search(text):
+            ox = None  # XMLLiteral values: rdflib's lexical form is the reference
+    if ox is not None:
+        try:
+            buckets, file_prefixes = _parse_oxigraph(ox, path, fmt, text)
+        except (SyntaxError, ValueError) as e:
+            if parser == "oxigraph":
+                raise _oxi_error(path, fmt, e, text) from None
+            # auto: rdflib either reports the error with its own line or accepts what
+            # pyoxigraph's stricter parser refused (e.g. an IRI with a space)
+            buckets = None
+    if buckets is None:
+        store = _BucketStore()
+        g = Graph(store=store, bind_namespaces="none")
+        try:
+            with warnings.catch_warnings():  # rdflib's JSON-LD parser warns about its own internals
+                warnings.simplefilter("ignore", DeprecationWarning)
+                g.parse(data=text, format=fmt, publicID=path.resolve().as_uri())
+        except OntologyError:
+            raise
+        except Exception as e:  # rdflib raises many types (BadSyntax, SAXParseException, ParseError ...)
+            raise _rdf_error(path, fmt, e, text) from None
+        buckets = store.buckets
+        file_prefixes = {str(p): str(ns) for p, ns in store.namespaces() if p and str(p) != "xml"}
     t1 = time.perf_counter()
-    file_prefixes = {str(p): str(ns) for p, ns in store.namespaces() if p and str(p) != "xml"}
     for p, ns in file_prefixes.items():
         b.prefixes.setdefault(p, ns)
-    _extract_rdf(store.buckets, b, file_prefixes)
+    _extract_rdf(buckets, b, file_prefixes)
     if timings is not None:
         timings["parse"] = timings.get("parse", 0.0) + t1 - t0
         timings["extract"] = timings.get("extract", 0.0) + time.perf_counter() - t1
@@ -1239,14 +1423,29 @@ def _load_one(path: Path, b: _Builder, fmt_forced: str | None, allow_network: bo
 
 def load_ontology(paths: str | Path | Iterable[str | Path], *, include_deprecated: bool = False,
                   prefixes: dict[str, str] | None = None, allow_network: bool = False,
-                  format: str | None = None, timings: dict[str, float] | None = None) -> Ontology:
+                  format: str | None = None, timings: dict[str, float] | None = None,
+                  parser: str = "auto") -> Ontology:
     """Load and merge ontology files (Turtle, RDF/XML, N-Triples, JSON-LD, OBO).
 
     ``format`` forces one parser for every file (default: by extension, then by content).
     ``prefixes`` adds CURIE prefixes above the files' own. URLs are refused unless
     ``allow_network``; ``owl:imports`` are never fetched (see ``Ontology.imports``). ``timings``,
     when given, receives seconds spent in the parser ("parse") and in extraction ("extract").
+
+    ``parser`` picks the RDF parser: ``"auto"`` (default) uses pyoxigraph's much faster parser for
+    Turtle, N-Triples and RDF/XML when it is installed (``pip install kgmeta[fast]``) and rdflib
+    otherwise; ``"rdflib"`` always uses rdflib; ``"oxigraph"`` requires pyoxigraph. Both give the
+    same :class:`Ontology`. JSON-LD and RDF/XML with ``rdf:parseType="Literal"`` always go through
+    rdflib. Under ``"auto"`` a file pyoxigraph rejects is re-read by rdflib, which reports the
+    error (or accepts what it tolerates).
     """
+    if parser not in _PARSERS:
+        raise OntologyError(f"load_ontology: unknown parser {parser!r}; use one of "
+                            f"{', '.join(repr(p) for p in _PARSERS)}")
+    if parser == "oxigraph" and _oxigraph() is None:
+        raise OntologyError("load_ontology: parser='oxigraph' needs pyoxigraph, which is not "
+                            "installed; run `pip install kgmeta[fast]` (or `pip install "
+                            "pyoxigraph`) or use parser='auto'")
     if isinstance(paths, (str, Path)):
         paths = [paths]
     paths = list(paths)
@@ -1256,6 +1455,14 @@ def load_ontology(paths: str | Path | Iterable[str | Path], *, include_deprecate
         if not isinstance(ns, str) or not _IRI_RE.match(ns):
             raise OntologyError(f"prefixes[{p!r}] = {ns!r} is not an IRI; give a namespace such as "
                                 "'http://example.org/onto#'")
+    with _GcPaused():
+        return _load_all(paths, include_deprecated, prefixes, allow_network, format, timings,
+                         parser)
+
+
+def _load_all(paths: list, include_deprecated: bool, prefixes: dict[str, str] | None,
+              allow_network: bool, format: str | None, timings: dict[str, float] | None,
+              parser: str) -> Ontology:
     b = _Builder()
     sources: list[str] = []
     import tempfile
@@ -1275,9 +1482,9 @@ def load_ontology(paths: str | Path | Iterable[str | Path], *, include_deprecate
                         local.write_bytes(r.read())
                 except OSError as e:
                     raise OntologyError(f"{sp}: download failed ({e}); check the URL") from None
-                _load_one(local, b, format, allow_network, timings)
+                _load_one(local, b, format, allow_network, timings, parser)
         else:
-            _load_one(Path(p), b, format, allow_network, timings)
+            _load_one(Path(p), b, format, allow_network, timings, parser)
         sources.append(sp)
     live = [t for t in b.terms.values() if include_deprecated or not t.deprecated]
     if not live:
