@@ -53,7 +53,7 @@ __all__ = [
 
 SUBCLASS_OF = "http://www.w3.org/2000/01/rdf-schema#subClassOf"
 INVERSE_PREFIX = "inv:"
-CACHE_FORMAT = "kgmeta-graph-v1"
+CACHE_FORMAT = "kgmeta-graph-v2"
 CACHE_ENV = "KGMETA_CACHE_DIR"
 _BUILD_OPTIONS = ("feature_dim", "text_encoder", "add_inverse")
 _BFS_CACHE_SIZE = 256
@@ -264,10 +264,11 @@ class KnowledgeGraph:
             "x": self.data.x.contiguous(),
             "edge_index": self.data.edge_index.contiguous(),
             "edge_type": self.data.edge_type.contiguous(),
-            "iris": self.iris,
+            # long string lists load ~30x faster from torch.load(weights_only=True) as one string
+            "iris": _SEP.join(self.iris),
             "relations": self.relations,
             "relation_labels": self.relation_labels,
-            "labels": self.labels,
+            "labels": _SEP.join(self.labels),
             "num_base_relations": self.num_base_relations,
             "num_forward_edges": self.num_forward_edges,
             "inverse": self.inverse,
@@ -280,9 +281,10 @@ class KnowledgeGraph:
         if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
             raise ValueError(f"not a {CACHE_FORMAT} graph state")
         x, ei, et = state["x"], state["edge_index"], state["edge_type"]
-        n = len(state["iris"])
+        iris, labels = _split(state["iris"]), _split(state["labels"])
+        n = len(iris)
         if (x.dim() != 2 or x.shape[0] != n or ei.dim() != 2 or ei.shape[0] != 2
-                or et.shape != (ei.shape[1],) or len(state["labels"]) != n
+                or et.shape != (ei.shape[1],) or len(labels) != n
                 or len(state["relation_labels"]) != len(state["relations"])):
             raise ValueError("inconsistent tensor shapes in graph state")
         if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
@@ -290,10 +292,17 @@ class KnowledgeGraph:
         if et.numel() and (int(et.min()) < 0 or int(et.max()) >= len(state["relations"])):
             raise ValueError("edge_type out of range")
         data = Data(x=x.float(), edge_index=ei.long(), edge_type=et.long(), num_nodes=n)
-        return cls(data, state["iris"], state["relations"], state["relation_labels"],
-                   state["labels"], num_base_relations=state["num_base_relations"],
+        return cls(data, iris, state["relations"], state["relation_labels"],
+                   labels, num_base_relations=state["num_base_relations"],
                    num_forward_edges=state["num_forward_edges"], inverse=state["inverse"],
                    dropped_edges=state["dropped_edges"], key=state["key"] or None)
+
+
+_SEP = "\x00"  # never part of an IRI or a label read from RDF or OBO
+
+
+def _split(joined: str) -> list[str]:
+    return joined.split(_SEP) if joined else []
 
 
 def _relation_label(rel: str, labels: dict[str, str]) -> str:
