@@ -115,7 +115,7 @@ class Backbone(nn.Module):
 
 
 def _conv_block(in_ch: int, out_ch: int, norm: Callable[[int], nn.Module]) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), norm(out_ch), nn.ReLU(inplace=False),
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), norm(out_ch), nn.ReLU(inplace=False),
                          nn.MaxPool2d(2))
 
 

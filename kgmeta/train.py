@@ -28,6 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from kgmeta import __version__
+from kgmeta.distributed import (DistContext, all_reduce_grads, all_reduce_sum, broadcast_object,
+                                init_from_env, shutdown)
 from kgmeta.config import (RunConfig, config_diff, config_fingerprint, config_from_dict, config_to_dict,
                            dump_config, load_config)
 from kgmeta.episodes import EpisodeSampler, EpisodeSpec, episode_list, materialise
@@ -340,12 +342,13 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def _attack_some(model: KGMetaModel, episodes: list["Episode"], adv: Any,
-                 generator: torch.Generator) -> list["Episode"]:
-    """Replace a share ``adv.ratio`` of the meta-batch by attacked copies (seeded per step)."""
+                 generators: list[torch.Generator]) -> list["Episode"]:
+    """Replace a share ``adv.ratio`` of the meta-batch by attacked copies; one generator per
+    episode, seeded by its global meta-batch index, so processes agree with a single one."""
     from kgmeta.adversarial import attack_episode  # late: only adversarial runs need it
 
     out = []
-    for episode in episodes:
+    for episode, generator in zip(episodes, generators):
         if float(torch.rand((), generator=generator)) < adv.ratio:
             episode = attack_episode(model, episode, attack=adv.attack, norm=adv.norm,
                                      epsilon=adv.epsilon, step_size=adv.step_size, steps=adv.steps,
@@ -496,10 +499,45 @@ def _load_model_state(exp: Experiment, state: dict[str, Any], path: Path) -> Non
                               f"another config?") from None
 
 
+def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
+                     resume: str | os.PathLike | None) -> tuple[RunConfig, Path, dict[str, Any] | None]:
+    """(config, run folder, checkpoint state to resume or None); creates the folder."""
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = load_config(run_dir / "config.yaml")
+        last = run_dir / "checkpoints" / "last.pt"
+        state = load_checkpoint(last)
+        cfg = saved if cfg is None else cfg
+        _check_fingerprint(state, cfg, last)
+        if cfg != saved:
+            dump_config(cfg, run_dir / "config.yaml")
+        return cfg, run_dir, state
+    if cfg is None:
+        raise ConfigError("fit needs a config unless it resumes a run")
+    if out is not None:
+        run_dir = Path(out)
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise CheckpointError(f"{run_dir}: already holds a run; resume it with --resume {run_dir} "
+                                  f"or choose another --out")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc}); "
+                                  f"pass a writable --out") from None
+    else:
+        run_dir = new_run_dir(cfg.out_dir, cfg.name)
+    dump_config(cfg, run_dir / "config.yaml")
+    return cfg, run_dir, None
+
+
 def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         device: str | torch.device | None = None, quiet: bool = False,
         evaluate: bool = True) -> dict[str, Any]:
     """Meta-train a run and evaluate it on the unseen test classes.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each process computes its share of every meta-batch
+    and gradients are all-reduced (:mod:`kgmeta.distributed`); only rank 0 writes the run folder
+    and evaluates.
 
     Args:
         cfg: the run config; when resuming, None uses the run's own config.yaml, and a given
@@ -515,40 +553,38 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
         The run summary (also written to ``summary.json``): run folder, steps, best meta-val
         accuracy and, with ``evaluate``, the test accuracy per shot with and without the prior.
     """
-    if resume is not None:
-        run_dir = Path(resume)
-        saved = load_config(run_dir / "config.yaml")
-        last = run_dir / "checkpoints" / "last.pt"
-        state = load_checkpoint(last)
-        cfg = saved if cfg is None else cfg
-        _check_fingerprint(state, cfg, last)
-        if cfg != saved:
-            dump_config(cfg, run_dir / "config.yaml")
-    else:
-        if cfg is None:
-            raise ConfigError("fit needs a config unless it resumes a run")
-        state = None
-        if out is not None:
-            run_dir = Path(out)
-            if (run_dir / "checkpoints" / "last.pt").exists():
-                raise CheckpointError(f"{run_dir}: already holds a run; resume it with --resume {run_dir} "
-                                      f"or choose another --out")
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise CheckpointError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc}); "
-                                      f"pass a writable --out") from None
-        else:
-            run_dir = new_run_dir(cfg.out_dir, cfg.name)
-        dump_config(cfg, run_dir / "config.yaml")
-    log = _RunLog(run_dir / "train.log", quiet)
+    probe = torch.device(str(device)) if device is not None else resolve_device(
+        (cfg.train.device if cfg is not None else "auto"))
+    ctx = init_from_env(probe)
+    try:
+        return _fit(cfg, ctx, out=out, resume=resume, device=device, quiet=quiet, evaluate=evaluate)
+    finally:
+        shutdown(ctx)
+
+
+def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet: bool,
+         evaluate: bool) -> dict[str, Any]:
+    prepared = _prepare_run_dir(cfg, out, resume) if ctx.is_main else None
+    cfg, run_dir, state = broadcast_object(
+        (prepared[0], str(prepared[1]), prepared[2]) if prepared else None, ctx)
+    run_dir = Path(run_dir)
+    quiet = quiet or not ctx.is_main
+    log = _RunLog(run_dir / "train.log", quiet) if ctx.is_main else (lambda message: None)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
     started = time.time()
+    if ctx.active and (device is None and resolve_device(cfg.train.device).type == "cuda"):
+        device = f"cuda:{ctx.local_rank}"
     exp = build(cfg, device)
     t = cfg.train
     model = exp.model
     if cfg.model.learner == "finetune":
+        if ctx.active:
+            raise ConfigError("model.learner=finetune does not run under torchrun; start one process")
         return _fit_finetune(exp, run_dir, log, metrics_log, started, evaluate, quiet)
+    items = ctx.items(t.meta_batch)
+    if not items:
+        raise ConfigError(f"train.meta_batch={t.meta_batch} is smaller than the {ctx.world} processes; "
+                          f"give every process at least one episode per step")
     params = _model_parameters(model)
     optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     start, best_val, best_step = 0, None, None
@@ -556,16 +592,18 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
         _load_model_state(exp, state, run_dir / "checkpoints" / "last.pt")
         optimizer.load_state_dict(state["optimizer"])
         start, best_val, best_step = int(state["step"]), state.get("best_val"), state.get("best_step")
-        metrics_log.truncate_after(start)
+        if ctx.is_main:
+            metrics_log.truncate_after(start)
         log(f"resuming {run_dir} at step {start}")
     log(f"run folder {run_dir}; {len(exp.splits['train'])}/{len(exp.splits['val'])}/"
         f"{len(exp.splits['test'])} train/val/test classes; learner {cfg.model.learner}, "
-        f"conditioning {cfg.model.conditioning}, device {exp.device}")
+        f"conditioning {cfg.model.conditioning}, device {exp.device}"
+        + (f", {ctx.world} processes" if ctx.active else ""))
     zero_p = cfg.episodes.zero_shot_prob if model.conditioned else 0.0
     sampler = _sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
     val_specs = (eval_specs(exp, "val", cfg.episodes.k_shot, cfg.episodes.val_episodes, t.seed + 2)
-                 if len(exp.splits["val"]) >= 2 else None)
-    writer = _scalar_writer(run_dir)
+                 if len(exp.splits["val"]) >= 2 and ctx.is_main else None)
+    writer = _scalar_writer(run_dir) if ctx.is_main else None
     ckpt_dir = run_dir / "checkpoints"
     completed = start  # steps whose optimiser update is done (what a checkpoint may claim)
     model.train()
@@ -573,25 +611,35 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
                dynamic_ncols=True)
     try:
         for step in range(start, t.steps):
-            torch.manual_seed(t.seed * 7919 + step)  # dropout etc.: same per step on resume
+            torch.manual_seed(t.seed * 7919 + step)  # dropout etc.: same per step on resume and rank
             episodes = [materialise(exp.dataset, sampler.sample_spec(_step_generator(t.seed, step, j)),
-                                    exp.device) for j in range(t.meta_batch)]
+                                    exp.device) for j in items]
             if cfg.adversarial.enabled:
                 episodes = _attack_some(model, episodes, cfg.adversarial,
-                                        _step_generator(t.seed, step, t.meta_batch))
+                                        [_step_generator(t.seed, step, t.meta_batch + j) for j in items])
             with _autocast(exp.device, t.amp):
                 loss, parts = model.meta_batch_loss(episodes)
-            value = float(loss.detach())
+                loss = loss * (len(items) / t.meta_batch)  # this process's share of the mean
+            share = len(items) / t.meta_batch
+            logged = all_reduce_sum(torch.stack([loss.detach().float()] + [
+                torch.as_tensor(v * share, dtype=torch.float32, device=loss.device) for v in parts.values()]), ctx)
+            value = float(logged[0])
+            parts = dict(zip(parts, logged[1:].tolist()))
             if not math.isfinite(value):
                 raise TrainingError(f"loss is {value} at step {step + 1} (lr={t.lr}); the last good "
                                     f"checkpoint {ckpt_dir / 'last.pt'} is intact; lower train.lr or set "
                                     f"train.grad_clip")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            all_reduce_grads(params, ctx)
             if t.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             optimizer.step()
             completed = done = step + 1
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            bar.update(1)
+            if not ctx.is_main:
+                continue
             record = {"step": done, "loss": value, **{f"loss_{k}": v for k, v in parts.items()}}
             if val_specs is not None and (done % t.val_every == 0 or done == t.steps):
                 val = evaluate_specs(exp, val_specs)
@@ -612,11 +660,9 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
             if done % t.checkpoint_every == 0 or done == t.steps:
                 save_checkpoint(ckpt_dir / "last.pt", _checkpoint_state(exp, optimizer, done, best_val,
                                                                         best_step))
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-            bar.update(1)
     except KeyboardInterrupt:
         bar.close()
-        if completed > start or state is None:
+        if ctx.is_main and (completed > start or state is None):
             save_checkpoint(ckpt_dir / "last.pt", _checkpoint_state(exp, optimizer, completed, best_val,
                                                                     best_step))
         log(f"interrupted at step {completed}; resume with: kgmeta train --resume {run_dir}")
@@ -627,7 +673,10 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
             writer.close()
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": t.steps, "best_val_accuracy": best_val,
                                "best_step": best_step, "train_s": round(time.time() - started, 1),
-                               "learner": cfg.model.learner, "conditioning": cfg.model.conditioning}
+                               "learner": cfg.model.learner, "conditioning": cfg.model.conditioning,
+                               "processes": ctx.world}
+    if not ctx.is_main:
+        return summary
     if evaluate:
         if best_step is not None and (ckpt_dir / "best.pt").exists():
             _load_model_state(exp, load_checkpoint(ckpt_dir / "best.pt", exp.device), ckpt_dir / "best.pt")
