@@ -134,7 +134,8 @@ class GraphConfig(_Section):
         "rgcn", "GNN architecture embedding the ontology (RGCN uses the edge types)")
     embed_dim: int = _opt(64, "size d of the node embeddings z", ge=1)
     hidden: int = _opt(128, "hidden width of the GNN layers", ge=1)
-    layers: int = _opt(2, "number of message-passing layers", ge=1)
+    layers: int = _opt(
+        3, "number of message-passing layers (inherited attributes sit 2+ hops from a class)", ge=1)
     feature_dim: int = _opt(
         128, "size of each node's text feature vector (labels, synonyms, definitions)", ge=1)
     text_encoder: str = _opt(
@@ -164,10 +165,10 @@ class DataConfig(_Section):
         "ids) linking dataset classes to ontology nodes; null: resolve class names through "
         "the ontology's labels and synonyms",
         min_len=1)
-    image_size: int = _opt(64, "side H = W of the images given to the backbone", ge=8)
+    image_size: int = _opt(32, "side H = W of the images given to the backbone", ge=8)
     channels: int = _opt(3, "image channels: 1 (grey) or 3 (RGB)", choices=(1, 3))
     images_per_class: int = _opt(
-        600, "images rendered per class (kind `synthetic` only)", ge=1)
+        300, "images rendered per class (kind `synthetic` only)", ge=1)
     train_classes: tuple[str, ...] | None = _opt(
         None, "classes (names or ontology CURIEs) of the meta-training split; null: the "
         "default split", min_len=1, unique=True)
@@ -212,15 +213,15 @@ class EpisodeConfig(_Section):
     n_way: int = _opt(5, "classes per episode", ge=2)
     k_shot: int = _opt(
         1, "support images per class in training episodes; 0: zero-shot", ge=0)
-    q_query: int = _opt(15, "query images per class in every episode", ge=1)
+    q_query: int = _opt(10, "query images per class in every episode", ge=1)
     zero_shot_prob: float = _opt(
-        0.2, "probability that a training episode is zero-shot (graph prior only)",
+        0.3, "probability that a training episode is zero-shot (graph prior only)",
         ge=0.0, le=1.0)
     eval_shots: tuple[int, ...] = _opt(
         (0, 1, 5), "shots K evaluated at test time, one result per K", ge=0, min_items=1,
         unique=True)
     eval_episodes: int = _opt(600, "test episodes per evaluated shot count", ge=1)
-    val_episodes: int = _opt(100, "validation episodes per validation round", ge=1)
+    val_episodes: int = _opt(50, "validation episodes per validation round", ge=1)
 
 
 @dataclass(frozen=True)
@@ -252,9 +253,11 @@ class TrainConfig(_Section):
 
     SECTION = "train"
 
-    steps: int = _opt(2000, "outer (meta-)optimisation steps", ge=1)
-    meta_batch: int = _opt(4, "episodes per outer step", ge=1)
+    steps: int = _opt(150, "outer (meta-)optimisation steps", ge=1)
+    meta_batch: int = _opt(2, "episodes per outer step", ge=1)
     lr: float = _opt(1e-3, "outer-loop (Adam) learning rate", gt=0.0)
+    prior_lr: float = _opt(
+        3e-3, "learning rate of the GNN and prior head (lets the prior strength tau move)", gt=0.0)
     weight_decay: float = _opt(0.0, "outer-loop weight decay", ge=0.0)
     align_weight: float = _opt(
         0.1, "weight of the loss pulling prior means toward seen-class visual means", ge=0.0)
@@ -262,8 +265,8 @@ class TrainConfig(_Section):
         0.0, "weight of the ontology link-prediction loss; 0: off", ge=0.0)
     grad_clip: float | None = _opt(
         10.0, "largest global gradient norm; null: no clipping", gt=0.0)
-    val_every: int = _opt(250, "validate every this many steps", ge=1)
-    checkpoint_every: int = _opt(250, "save a checkpoint every this many steps", ge=1)
+    val_every: int = _opt(30, "validate every this many steps", ge=1)
+    checkpoint_every: int = _opt(50, "save a checkpoint every this many steps", ge=1)
     seed: int = _opt(0, "random seed of the run", ge=0, le=2**32 - 1)
     device: str = _opt(
         "auto", "`auto` (CUDA if available, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`",

@@ -48,6 +48,7 @@ __all__ = [
     "GraphEncoder",
     "RelationalConv",
     "build_conv",
+    "corrupt_triples",
     "embed_command",
     "load_embeddings",
     "pretrain_link_prediction",
@@ -263,7 +264,7 @@ def _message_edges(kg: KnowledgeGraph, held: Tensor) -> tuple[Tensor, Tensor]:
     return kg.data.edge_index[:, keep], kg.data.edge_type[keep]
 
 
-def _corrupt(pos: Tensor, num_nodes: int, ratio: int, gen: torch.Generator) -> Tensor:
+def corrupt_triples(pos: Tensor, num_nodes: int, ratio: int, gen: torch.Generator) -> Tensor:
     """Negatives ``[len(pos) * ratio, 3]`` (head, rel, tail): head or tail replaced uniformly."""
     neg = pos.repeat(ratio, 1)
     which = torch.rand(neg.shape[0], generator=gen) < 0.5
@@ -337,7 +338,7 @@ def pretrain_link_prediction(encoder: GraphEncoder, kg: KnowledgeGraph, epochs: 
         history: list[float] = []
         encoder.train()
         for _ in range(epochs if len(pos) else 0):
-            neg = _corrupt(pos, kg.num_nodes, neg_ratio, gen)
+            neg = corrupt_triples(pos, kg.num_nodes, neg_ratio, gen)
             both = torch.cat([pos, neg]).to(dev)  # [P + P*ratio, 3]
             target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(dev)
             z = encoder(kg, edge_index=mp_index, edge_type=mp_type)

@@ -77,11 +77,14 @@ class KGMetaModel(nn.Module):
             ``out_dim`` when None and an encoder is given.
         align_weight: weight of the alignment loss ``mean_c ||m_c - stopgrad(v_c)||^2 / d`` where
             ``v_c`` is the class's visual mean in the episode.
+        link_weight: weight of a link-prediction loss on the ontology (DistMult on ``z``, one
+            corrupted triple per sampled edge) added once per meta-batch; 0 turns it off.
+        link_batch: ontology edges sampled per meta-batch for that loss.
     """
 
     def __init__(self, learner: "Learner", kg: "KnowledgeGraph | None" = None,
                  encoder: "GraphEncoder | None" = None, prior_head: PriorHead | None = None,
-                 align_weight: float = 0.1) -> None:
+                 align_weight: float = 0.1, link_weight: float = 0.0, link_batch: int = 512) -> None:
         super().__init__()
         if (kg is None) != (encoder is None):
             raise DataError("KGMetaModel needs both a knowledge graph and an encoder, or neither")
@@ -92,6 +95,13 @@ class KGMetaModel(nn.Module):
             prior_head = PriorHead(encoder.out_dim, learner.backbone.out_dim)
         self.prior_head = prior_head
         self.align_weight = float(align_weight)
+        self.link_weight = float(link_weight)
+        self.link_batch = int(link_batch)
+        self.link_scorer = None
+        if encoder is not None and self.link_weight > 0:
+            from kgmeta.gnn import DistMult
+
+            self.link_scorer = DistMult(kg.num_base_relations, encoder.out_dim)
 
     @property
     def conditioned(self) -> bool:
@@ -161,4 +171,26 @@ class KGMetaModel(nn.Module):
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0) + value
         n = len(episodes)
-        return total / n, {key: float(value) / n for key, value in sums.items()}
+        total = total / n
+        means = {key: float(value) / n for key, value in sums.items()}
+        if self.link_scorer is not None and self.training:
+            link = self.link_loss(z)
+            total = total + self.link_weight * link
+            means["link"] = float(link.detach())
+        return total, means
+
+    def link_loss(self, z: Tensor) -> Tensor:
+        """Binary cross-entropy of DistMult scores: ``link_batch`` ontology edges drawn with the
+        global torch RNG against as many corrupted triples (head or tail replaced)."""
+        from kgmeta.gnn import corrupt_triples
+
+        kg = self.kg
+        n_edges = kg.num_forward_edges
+        ids = torch.randint(n_edges, (min(self.link_batch, n_edges),))
+        ei, et = kg.data.edge_index, kg.data.edge_type
+        pos = torch.stack([ei[0, ids], et[ids], ei[1, ids]], 1)                   # [B, 3]
+        neg = corrupt_triples(pos, kg.num_nodes, 1, torch.default_generator)     # [B, 3]
+        triples = torch.cat([pos, neg]).to(z.device)
+        scores = self.link_scorer(z, triples[:, 0], triples[:, 1], triples[:, 2])  # [2B]
+        target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(z.device)
+        return F.binary_cross_entropy_with_logits(scores, target)

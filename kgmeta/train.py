@@ -311,7 +311,7 @@ def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experimen
             raise ConfigError(f"model.conditioning=kg but classes {missing[:5]} have no ontology node; "
                               f"map them in data.classes or set model.conditioning=none")
     model = KGMetaModel(learner, kg if encoder is not None else None, encoder,
-                        align_weight=cfg.train.align_weight)
+                        align_weight=cfg.train.align_weight, link_weight=cfg.train.link_weight)
     if g.pretrain_epochs > 0 and encoder is not None:
         from kgmeta.gnn import pretrain_link_prediction
 
@@ -476,6 +476,14 @@ def _model_parameters(model: KGMetaModel) -> list[torch.nn.Parameter]:
     return params
 
 
+def _optimizer(model: KGMetaModel, params: list[torch.nn.Parameter], t: Any) -> torch.optim.Adam:
+    """Adam with the GNN and prior head at ``train.prior_lr``, everything else at ``train.lr``."""
+    prior = {id(p) for part in (model.encoder, model.prior_head) if part is not None for p in part.parameters()}
+    groups = [{"params": [p for p in params if id(p) not in prior]},
+              {"params": [p for p in params if id(p) in prior], "lr": t.prior_lr}]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=t.lr, weight_decay=t.weight_decay)
+
+
 def _checkpoint_state(exp: Experiment, optimizer, step: int, best_val: float | None,
                       best_step: int | None) -> dict[str, Any]:
     return {"step": step, "model": exp.model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -586,7 +594,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         raise ConfigError(f"train.meta_batch={t.meta_batch} is smaller than the {ctx.world} processes; "
                           f"give every process at least one episode per step")
     params = _model_parameters(model)
-    optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = _optimizer(model, params, t)
     start, best_val, best_step = 0, None, None
     if state is not None:
         _load_model_state(exp, state, run_dir / "checkpoints" / "last.pt")

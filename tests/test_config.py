@@ -95,7 +95,7 @@ def test_round_trip_through_file(tmp_path):
 def test_config_to_dict_is_plain_and_ordered():
     d = config_to_dict(RunConfig())
     assert list(d) == ["name", "out_dir", "ontology", "graph", "data", "episodes", "model",
-                       "train"]
+                       "train", "adversarial"]
     assert d["episodes"]["eval_shots"] == [0, 1, 5]
     assert yaml.safe_load(yaml.safe_dump(d)) == d
 
@@ -390,7 +390,7 @@ def test_cross_field_error_names_the_file_that_set_it(tmp_path):
     path = write(tmp_path, "q.yaml", "episodes:\n  q_query: 700\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert one_line(err).startswith(f"{path}: data.images_per_class = 600 is too small")
+    assert one_line(err).startswith(f"{path}: data.images_per_class = 300 is too small")
     assert load_config(path, ["data.images_per_class=705"]).episodes.q_query == 700
 
 

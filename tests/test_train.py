@@ -132,3 +132,13 @@ def test_config_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path
     assert "did you mean 'episodes.n_way'" in err and err.count("\n") == 1
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_link_prediction_loss_is_trained(tmp_path: Path) -> None:
+    run = tmp_path / "link"
+    assert main(["train", "--config", SMOKE, "--out", str(run), "--quiet", "--set", "train.link_weight=0.5",
+                 "--set", "episodes.eval_shots=[1]", "--set", "episodes.eval_episodes=2"]) == 0
+    records = _records(run)
+    assert all(r["loss_link"] > 0 for r in records)
+    first = load_checkpoint(run / "checkpoints" / "best.pt")["model"]
+    assert any(k.startswith("link_scorer.") for k in first)

@@ -1,0 +1,82 @@
+"""Cached frozen-backbone evaluation equals the uncached path episode by episode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgmeta.backbones import build_backbone
+from kgmeta.config import load_config
+from kgmeta.errors import ConfigError, DataError
+from kgmeta.features_cache import FeatureCache, cacheable, evaluate_cached
+from kgmeta.learners.finetune import FineTune
+from kgmeta.learners.maml import MAML
+from kgmeta.model import KGMetaModel
+from kgmeta.train import build, eval_specs, evaluate_specs
+
+SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def exp():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    exp = build(load_config(SMOKE, ["model.learner=protonet", "model.conditioning=kg"]), device="cpu")
+    cfg = exp.cfg
+    torch.manual_seed(1)
+    backbone = build_backbone("tiny", in_channels=cfg.data.channels, image_size=cfg.data.image_size,
+                              bn_mode="running")
+    with torch.no_grad():  # non-trivial running statistics
+        backbone.train()
+        backbone(torch.rand(32, cfg.data.channels, cfg.data.image_size, cfg.data.image_size))
+    exp.model.learner.backbone = backbone
+    yield exp
+    torch.set_num_threads(threads)
+
+
+def _per_episode(summary):
+    return summary["accuracy"], summary["per_class"], summary["mistake_severity"], summary["accuracy_by_hops"]
+
+
+@pytest.mark.parametrize("use_prior", [True, False])
+def test_cached_protonet_equals_uncached(exp, use_prior):
+    specs = eval_specs(exp, "test", 1, 6, seed=3) + eval_specs(exp, "test", 0, 3, seed=4) * use_prior
+    cache = FeatureCache(exp.model.backbone, exp.dataset, exp.splits["test"], "cpu", batch_size=7)
+    for spec in specs[:3]:  # same predictions, episode by episode
+        got = evaluate_cached(exp.model, cache, [spec], use_prior=use_prior, exp=exp)
+        ref = evaluate_specs(exp, [spec], use_prior=use_prior)
+        assert _per_episode(got) == _per_episode(ref)
+    got = evaluate_cached(exp.model, cache, specs, use_prior=use_prior, exp=exp)
+    ref = evaluate_specs(exp, specs, use_prior=use_prior)
+    assert got == ref
+
+
+def test_cached_finetune_equals_uncached(exp):
+    backbone = exp.model.backbone
+    model = KGMetaModel(FineTune(backbone, steps=5, lr=0.1))
+    specs = eval_specs(exp, "test", 1, 4, seed=5)
+    cache = FeatureCache(backbone, exp.dataset, exp.splits["test"])
+    old = exp.model
+    exp.model = model
+    try:
+        ref = evaluate_specs(exp, specs, use_prior=False)
+    finally:
+        exp.model = old
+    got = evaluate_cached(model, cache, specs, use_prior=False, exp=exp)
+    assert _per_episode(got) == _per_episode(ref)
+
+
+def test_errors(exp):
+    cfg = exp.cfg
+    transductive = build_backbone("tiny", in_channels=cfg.data.channels, image_size=cfg.data.image_size)
+    with pytest.raises(ConfigError, match="transductive"):
+        FeatureCache(transductive, exp.dataset, exp.splits["test"])
+    cache = FeatureCache(exp.model.backbone, exp.dataset, exp.splits["test"][:1])
+    with pytest.raises(DataError, match="not in the feature cache"):
+        evaluate_cached(exp.model, cache, eval_specs(exp, "test", 1, 1, seed=0))
+    assert cacheable(exp.model)
+    assert not cacheable(KGMetaModel(MAML(exp.model.backbone)))
+    with pytest.raises(ConfigError, match="evaluate_specs"):
+        evaluate_cached(KGMetaModel(MAML(exp.model.backbone)), cache, [])
