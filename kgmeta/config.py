@@ -271,7 +271,10 @@ class TrainConfig(_Section):
     device: str = _opt(
         "auto", "`auto` (CUDA if available, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`",
         pattern=r"auto|cpu|mps|cuda(:[0-9]+)?")
-    amp: bool = _opt(True, "mixed precision on CUDA; ignored on CPU")
+    amp: bool = _opt(True, "bf16 autocast on CUDA; ignored on CPU")
+    wandb: bool = _opt(
+        False, "also log to Weights & Biases (needs `pip install kgmeta[wandb]`; offline unless "
+        "WANDB_MODE says otherwise)")
 
 
 @dataclass(frozen=True)

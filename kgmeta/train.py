@@ -459,13 +459,41 @@ class _RunLog:
             tqdm.write(message, file=sys.stderr)
 
 
-def _scalar_writer(run_dir: Path):
-    """A TensorBoard SummaryWriter when the tensorboard package is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+class _ScalarLog:
+    """Scalars to TensorBoard (``<run>/tensorboard``) and, if asked, to Weights & Biases."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is a dependency; a broken install only loses the scalars
+            self.tb = None
+        else:
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        self.wandb = None
+        if cfg.train.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("train.wandb=true but wandb is not installed; pip install "
+                                  "'kgmeta[wandb]' or set train.wandb=false") from None
+            os.environ.setdefault("WANDB_MODE", "offline")  # no network unless the user asks
+            self.wandb = wandb.init(project="kgmeta", name=run_dir.name, dir=str(run_dir),
+                                    config=config_to_dict(cfg))
+
+    def write(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        scalars = {k: v for k, v in record.items() if k != "step" and v is not None}
+        if self.tb is not None:
+            for key, value in scalars.items():
+                self.tb.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def _model_parameters(model: KGMetaModel) -> list[torch.nn.Parameter]:
@@ -611,7 +639,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     sampler = _sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
     val_specs = (eval_specs(exp, "val", cfg.episodes.k_shot, cfg.episodes.val_episodes, t.seed + 2)
                  if len(exp.splits["val"]) >= 2 and ctx.is_main else None)
-    writer = _scalar_writer(run_dir) if ctx.is_main else None
+    writer = _ScalarLog(run_dir, cfg) if ctx.is_main else None
     ckpt_dir = run_dir / "checkpoints"
     completed = start  # steps whose optimiser update is done (what a checkpoint may claim)
     model.train()
@@ -662,9 +690,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
                     f" (best {best_val:.3f} at step {best_step})")
             metrics_log.write(record)
             if writer is not None:
-                for key, v in record.items():
-                    if key != "step" and v is not None:
-                        writer.add_scalar(key, v, done)
+                writer.write(record)
             if done % t.checkpoint_every == 0 or done == t.steps:
                 save_checkpoint(ckpt_dir / "last.pt", _checkpoint_state(exp, optimizer, done, best_val,
                                                                         best_step))

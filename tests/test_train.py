@@ -142,3 +142,42 @@ def test_link_prediction_loss_is_trained(tmp_path: Path) -> None:
     assert all(r["loss_link"] > 0 for r in records)
     first = load_checkpoint(run / "checkpoints" / "best.pt")["model"]
     assert any(k.startswith("link_scorer.") for k in first)
+
+
+def test_wandb_logging_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    logged: list[tuple[dict, int]] = []
+    calls: dict = {}
+
+    class FakeRun:
+        def log(self, scalars, step):
+            logged.append((scalars, step))
+
+        def finish(self):
+            calls["finished"] = True
+
+    def init(**kw):
+        calls["init"] = kw
+        calls["mode"] = __import__("os").environ.get("WANDB_MODE")
+        return FakeRun()
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run = tmp_path / "wb"
+    assert main(["train", "--config", SMOKE, "--out", str(run), "--quiet", "--set", "train.wandb=true",
+                 "--set", "episodes.eval_shots=[1]", "--set", "episodes.eval_episodes=2"]) == 0
+    assert calls["mode"] == "offline" and calls["finished"]
+    assert calls["init"]["config"]["train"]["wandb"] is True
+    assert [step for _, step in logged] == list(range(1, 7)) and "loss" in logged[0][0]
+
+
+def test_wandb_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    assert main(["train", "--config", SMOKE, "--out", str(tmp_path / "x"), "--quiet",
+                 "--set", "train.wandb=true"]) == 2
+    assert "pip install 'kgmeta[wandb]'" in capsys.readouterr().err

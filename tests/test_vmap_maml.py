@@ -105,6 +105,24 @@ def test_learned_head_and_eval_mode():
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["maml", "anil"])
+def test_mixed_meta_batch_groups_equal_loop(name):
+    """Two shape groups, a singleton and a zero-shot episode (priors): grouped vmap == loop."""
+    learner = make_learner(FLAGS[name])
+    episodes = [make_episode(0), make_episode(1, shots=1), make_episode(2), make_episode(3, shots=0),
+                make_episode(4, shots=1), make_episode(5, n_way=4)]
+    priors = make_priors(5, learner.backbone.out_dim) + make_priors(1, learner.backbone.out_dim, n_way=4)
+    ref = run(loop_loss, learner, episodes, priors)
+    got = run(lambda m, e, p: maml_vmap_loss(m, e, p, chunk=2), learner, episodes, priors)
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-8)
+    for a, b in zip(got[1], ref[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    for n in ref[2]:
+        torch.testing.assert_close(got[2][n], ref[2][n], rtol=1e-5, atol=1e-8, msg=n)
+    for a, b in zip(got[3], ref[3]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
 def test_fallbacks_and_errors():
     episodes = [make_episode(0), make_episode(1, shots=1)]
     learner = make_learner({})

@@ -184,7 +184,10 @@ class MAML(Learner):
 
 def vmap_fallback_reason(maml: MAML, episodes: "Sequence[Episode]",
                          priors: "Sequence[Priors | None] | None" = None) -> str | None:
-    """Why :func:`maml_vmap_loss` must use the per-task loop for this meta-batch, or None if it can vmap."""
+    """Why ``episodes`` do not run as one vmap group in :func:`maml_vmap_loss` (None: they do).
+
+    Running BatchNorm statistics rule out vmap altogether; the other reasons (mixed shapes,
+    zero-shot episodes, priors for some episodes only) only split the meta-batch into groups."""
     if not episodes:
         return "empty meta-batch"
     for m in maml.backbone.modules():
@@ -262,25 +265,46 @@ def _stack_heads(maml: MAML, n_way: int, like: Tensor,
 def maml_vmap_loss(maml: MAML, episodes: "Sequence[Episode]", priors: "Sequence[Priors] | None" = None,
                    chunk: int | None = None) -> tuple[Tensor, list[Tensor]]:
     """Mean query loss over a meta-batch and each episode's query logits ``[Q, n_way]``, with the
-    inner loops of all tasks vectorised by ``torch.func.vmap``.
+    inner loops of equal-shaped tasks vectorised by ``torch.func.vmap``.
 
     Equal to ``mean(maml.loss(ep, pr) for ep, pr in zip(episodes, priors))`` and its meta-gradients
     (second order unless ``maml.first_order``; head-only inner loop under ``maml.anil``). Episodes
-    must share n_way, support and query sizes, have a support set, and the backbone must use
-    stateless BatchNorm (``bn_mode="transductive"``: batch statistics, no buffers); otherwise this
-    runs the per-task loop (see :func:`vmap_fallback_reason`). ``chunk`` vectorises that many tasks at
-    a time (``vmap(chunk_size=...)``), bounding the memory of the batched kernels; the autograd graph
-    of the meta-batch is still kept for the backward pass.
+    are grouped by (n_way, support size, query size, priors or not); each group of two or more
+    episodes with a support set runs as one vmap, the rest (zero-shot episodes, singletons) through
+    :meth:`MAML.loss`. A backbone with running BatchNorm statistics (``bn_mode="running"``) runs the
+    per-task loop throughout (see :func:`vmap_fallback_reason`). ``chunk`` vectorises that many tasks
+    at a time (``vmap(chunk_size=...)``), bounding the memory of the batched kernels; the autograd
+    graph of the meta-batch is still kept for the backward pass.
     """
     if chunk is not None and chunk < 1:
         raise ConfigError(f"chunk={chunk} must be a positive number of tasks or None")
-    reason = vmap_fallback_reason(maml, episodes, priors)
-    if reason is not None:
-        if reason == "empty meta-batch":
-            raise DataError("maml_vmap_loss got no episodes")
-        results = [maml.loss(ep, None if priors is None else priors[i]) for i, ep in enumerate(episodes)]
-        return torch.stack([r[0] for r in results]).mean(), [r[1] for r in results]
+    if not episodes:
+        raise DataError("maml_vmap_loss got no episodes")
+    if priors is not None and len(priors) != len(episodes):
+        raise DataError(f"got {len(priors)} priors for {len(episodes)} episodes; give one per episode")
+    prior_of = (lambda i: None) if priors is None else (lambda i: priors[i])
+    running = vmap_fallback_reason(maml, episodes[:1])
+    groups: dict[tuple, list[int]] = {}
+    for i, ep in enumerate(episodes):
+        key = (ep.n_way, tuple(ep.support_images.shape), tuple(ep.query_images.shape), prior_of(i) is None)
+        groups.setdefault(key, []).append(i)
+    losses: list[Tensor | None] = [None] * len(episodes)
+    logits: list[Tensor | None] = [None] * len(episodes)
+    for key, idx in groups.items():
+        if running is not None or key[1][0] == 0 or len(idx) == 1:
+            for i in idx:
+                losses[i], logits[i] = maml.loss(episodes[i], prior_of(i))
+            continue
+        group_priors = None if key[3] else [priors[i] for i in idx]
+        group_losses, group_logits = _vmap_group(maml, [episodes[i] for i in idx], group_priors, chunk)
+        for j, i in enumerate(idx):
+            losses[i], logits[i] = group_losses[j], group_logits[j]
+    return torch.stack(losses).mean(), logits
 
+
+def _vmap_group(maml: MAML, episodes: "Sequence[Episode]", priors: "Sequence[Priors] | None",
+                chunk: int | None) -> tuple[Tensor, list[Tensor]]:
+    """Query losses ``[T]`` and logits of equal-shaped episodes with support sets, one vmap."""
     outer_grad = torch.is_grad_enabled()
     create_graph = outer_grad and not maml.first_order
     steps = maml.inner_steps if maml.training else maml.eval_inner_steps
@@ -344,7 +368,7 @@ def maml_vmap_loss(maml: MAML, episodes: "Sequence[Episode]", priors: "Sequence[
                    randomness="different")  # dropout, if any, draws per task
     with torch.enable_grad() if outer_grad else torch.no_grad():
         losses, logits = batched(weight0, bias0, xs, ys, xq, yq)  # [T], [T, Q, n_way]
-    return losses.mean(), list(logits.unbind(0))
+    return losses, list(logits.unbind(0))
 
 
 def _detach_tree(g):
