@@ -120,6 +120,12 @@ def _parse_shots(text: str | None) -> list[int] | None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.protocol in ("cv", "leave-one-dataset-out"):
+        return _evaluate_protocol(args)
+    if args.run is None:
+        raise KGMetaError(f"--protocol {args.protocol} evaluates a run: give its folder (kgmeta evaluate RUN)")
+    if args.protocol == "robustness":
+        return _evaluate_robustness(args)
     from kgmeta.train import evaluate_run, format_results
 
     if args.episodes is not None and args.episodes < 2:
@@ -127,6 +133,49 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_run(args.run, shots=_parse_shots(args.shots), episodes=args.episodes,
                            split=args.split, device=args.device, quiet=args.quiet)
     print(json.dumps(results, indent=2, default=str) if args.json else format_results(results))
+    return 0
+
+
+def _evaluate_robustness(args: argparse.Namespace) -> int:
+    from kgmeta.robustness import evaluate_robustness, format_robustness, parse_epsilons
+    from kgmeta.runs import write_json
+    from kgmeta.train import load_run
+
+    shots = _parse_shots(args.shots) or [5]
+    if len(shots) != 1:
+        raise KGMetaError(f"--shots {args.shots}: the robustness protocol takes one shot count, e.g. --shots 5")
+    corruptions = None if args.corruptions is None else (
+        [] if args.corruptions == "none" else _split_names(args.corruptions))
+    severities = [int(v) for v in _split_names(args.severities)] if args.severities else (1, 3, 5)
+    exp = load_run(args.run, device=args.device)
+    result = evaluate_robustness(exp, split=args.split, shots=shots[0], episodes=args.episodes or 100,
+                                 epsilons=parse_epsilons(args.epsilons), norm=args.norm,
+                                 steps=args.attack_steps, corruptions=corruptions, severities=severities,
+                                 use_prior=not args.no_prior, progress=not args.quiet)
+    write_json(Path(args.run) / f"robustness-{args.split}.json", result)
+    print(json.dumps(result, indent=2, default=str) if args.json else format_robustness(result))
+    return 0
+
+
+def _evaluate_protocol(args: argparse.Namespace) -> int:
+    from kgmeta.robustness import cross_validate, format_robustness, leave_one_dataset_out
+    from kgmeta.runs import write_json
+
+    if args.run is not None:
+        raise KGMetaError(f"--protocol {args.protocol} trains one model per fold from a config; drop the "
+                          f"run folder {args.run!r} and pass --config FILE --out DIR")
+    if not args.out:
+        raise KGMetaError(f"--protocol {args.protocol} needs --out DIR for the per-fold run folders")
+    cfg = _load_cfg(args)
+    if args.protocol == "cv":
+        if args.folds < 2:
+            raise KGMetaError(f"--folds {args.folds}: cross-validation needs at least 2 folds")
+        result = cross_validate(cfg, args.folds, group_by_ontology=args.group_by_ontology,
+                                group_depth=args.group_depth, out_dir=args.out, quiet=args.quiet)
+    else:
+        result = leave_one_dataset_out(cfg, out_dir=args.out, quiet=args.quiet)
+    write_json(Path(args.out) / f"{args.protocol}.json", result)
+    print(json.dumps(result, indent=2, default=str) if args.json else format_robustness(result))
     return 0
 
 
@@ -197,8 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     train.set_defaults(func=_cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a run on its unseen test classes")
-    evaluate.add_argument("run", help="run folder written by kgmeta train")
+    evaluate = sub.add_parser("evaluate", help="evaluate a run on its unseen test classes; or robustness, "
+                                                "cross-validation over classes, leave-one-dataset-out")
+    evaluate.add_argument("run", nargs="?", help="run folder written by kgmeta train (protocols shots, robustness)")
+    evaluate.add_argument("--protocol", default="shots",
+                          choices=["shots", "robustness", "cv", "leave-one-dataset-out"],
+                          help="shots: accuracy per shot count (default); robustness: under PGD and "
+                               "corruptions; cv / leave-one-dataset-out: train one model per fold")
     evaluate.add_argument("--shots", help="comma-separated shot counts (default: the run's eval_shots)")
     evaluate.add_argument("--episodes", type=int, help="episodes per shot count (default: the run's)")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"],
@@ -206,6 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", help="cpu, cuda, cuda:N")
     evaluate.add_argument("--json", action="store_true", help="print the full results as JSON")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    robust = evaluate.add_argument_group("robustness protocol")
+    robust.add_argument("--epsilons", default="2/255,8/255", help="PGD budgets (default 2/255,8/255)")
+    robust.add_argument("--norm", default="linf", choices=["linf", "l2"], help="PGD norm (default linf)")
+    robust.add_argument("--attack-steps", type=int, default=10, help="PGD steps (default 10)")
+    robust.add_argument("--corruptions", help="comma-separated corruption names, or none (default all)")
+    robust.add_argument("--severities", help="corruption severities 1..5 (default 1,3,5)")
+    robust.add_argument("--no-prior", action="store_true", help="evaluate without the graph prior")
+    folds = evaluate.add_argument_group("cv and leave-one-dataset-out protocols")
+    folds.add_argument("--config", help="YAML config of the runs to train per fold")
+    folds.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    folds.add_argument("--out", help="folder for the per-fold run folders")
+    folds.add_argument("--folds", type=int, default=5, help="class folds for cv (default 5)")
+    folds.add_argument("--group-by-ontology", action="store_true",
+                       help="keep whole ontology subtrees in one fold")
+    folds.add_argument("--group-depth", type=int, default=1, help="subtree depth below the root (default 1)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     predict = sub.add_parser("predict", help="few-shot (or zero-shot) prediction for new classes")

@@ -324,9 +324,9 @@ def _all_classes(cfg: "RunConfig", ontology=None) -> tuple[list[str], list[str |
         names = list(ds.class_names)
     else:
         from kgmeta.datasets import NpzDataset
-        from kgmeta.train import _mapping_rows  # the class-name order train.build uses
+        from kgmeta.train import mapping_class_names  # the class-name order train.build uses
 
-        names = _mapping_rows(d.classes) if d.classes else list(NpzDataset(d.roots[0], split="all").class_names)
+        names = mapping_class_names(d.classes) if d.classes else list(NpzDataset(d.roots[0], split="all").class_names)
         which = [0] * len(names)
     iris: list[str | None] = [None] * len(names)
     if ontology is not None:

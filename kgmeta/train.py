@@ -189,7 +189,7 @@ def _resolve_names(ontology, names: Sequence[str], key: str) -> list[str]:
     return [report.matches[n] for n in names]
 
 
-def _mapping_rows(path: str) -> list[str]:
+def mapping_class_names(path: str) -> list[str]:
     """Class names of an index-ordered mapping file (``index<TAB>label<TAB>ontology_id``, the
     format of ontologies/mappings/medmnist_*.tsv), in label-index order."""
     import csv
@@ -239,7 +239,7 @@ def _build_data(cfg: RunConfig, ontology) -> tuple[Any, Any, dict[str, list[int]
         dataset = ImageFolderDataset(list(d.roots), size=d.image_size, channels=d.channels,
                                      memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
     else:  # npz
-        names = _mapping_rows(d.classes) if d.classes else None
+        names = mapping_class_names(d.classes) if d.classes else None
         dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
                              class_names=names, class_iris=[mapping.get(n) for n in names] if names else None)
     names = list(dataset.class_names)
@@ -521,9 +521,13 @@ def _checkpoint_state(exp: Experiment, optimizer, step: int, best_val: float | N
 
 def _check_fingerprint(state: dict[str, Any], cfg: RunConfig, path: Path) -> None:
     if state.get("fingerprint") != config_fingerprint(cfg):
-        diff = [k for k, _, _ in config_diff(config_from_dict(state["config"], str(path)), cfg)]
-        raise CheckpointError(f"{path}: checkpoint was written with a different config (differs in "
-                              f"{diff[:5]}); resume with the run's own config.yaml or start a new run")
+        try:
+            diff = [k for k, _, _ in config_diff(config_from_dict(state["config"], str(path)), cfg)]
+        except ConfigError:
+            diff = []
+        what = f"differs in {diff[:5]}" if diff else "written by another version of kgmeta's config"
+        raise CheckpointError(f"{path}: checkpoint was written with a different config ({what}); "
+                              f"resume with the run's own config.yaml or start a new run")
 
 
 def _load_model_state(exp: Experiment, state: dict[str, Any], path: Path) -> None:

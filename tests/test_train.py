@@ -181,3 +181,19 @@ def test_wandb_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
     assert main(["train", "--config", SMOKE, "--out", str(tmp_path / "x"), "--quiet",
                  "--set", "train.wandb=true"]) == 2
     assert "pip install 'kgmeta[wandb]'" in capsys.readouterr().err
+
+
+def test_evaluate_robustness_protocol(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(smoke_run), "--protocol", "robustness", "--episodes", "2",
+                 "--corruptions", "gaussian_noise", "--severities", "5", "--attack-steps", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "PGD-2 linf 8/255" in out and "gaussian_noise" in out
+    saved = json.loads((smoke_run / "robustness-test.json").read_text())
+    assert set(saved["pgd"]) == {"2/255", "8/255"}
+
+
+def test_fold_protocols_need_config_and_out(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(smoke_run), "--protocol", "cv", "--out", "x"]) == 2
+    assert "trains one model per fold" in capsys.readouterr().err
+    assert main(["evaluate", "--protocol", "leave-one-dataset-out", "--config", SMOKE]) == 2
+    assert "--out DIR" in capsys.readouterr().err
