@@ -151,7 +151,9 @@ def evaluate_cached(model: "KGMetaModel", cache: FeatureCache, specs: Sequence["
 
     Returns the summary of :func:`kgmeta.train.evaluate_specs`; ``mistake_severity`` and
     ``accuracy_by_hops`` use ``exp`` (its graph and train classes) when given, else ``model.kg``
-    (and no ``accuracy_by_hops``). Priors come from one GNN pass for all episodes.
+    (and no ``accuracy_by_hops``). Priors come from one GNN pass for all episodes. Features are
+    computed in the backbone's dtype (no autocast), so on CUDA with ``train.amp`` the numbers are
+    the fp32 ones, not the bf16 ones of ``evaluate_specs``.
     """
     learner = model.learner
     if not isinstance(learner, (ProtoNet, FineTune)):
