@@ -153,6 +153,9 @@ def _evaluate_robustness(args: argparse.Namespace) -> int:
                                  steps=args.attack_steps, corruptions=corruptions, severities=severities,
                                  use_prior=not args.no_prior, progress=not args.quiet)
     write_json(Path(args.run) / f"robustness-{args.split}.json", result)
+    from kgmeta.plots import plot_robustness
+
+    plot_robustness(result, Path(args.run) / "plots" / f"robustness-{args.split}.png", title=Path(args.run).name)
     print(json.dumps(result, indent=2, default=str) if args.json else format_robustness(result))
     return 0
 

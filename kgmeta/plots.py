@@ -149,6 +149,37 @@ def plot_accuracy_vs_shots(results: dict[str, Any], path: Path, title: str = "")
     return _save(fig, path)
 
 
+def plot_robustness(result: dict[str, Any], path: Path, title: str = "") -> Path:
+    """Accuracy (mean and 95% CI) clean and under each PGD budget (left) and under each
+    corruption by severity (right), from :func:`kgmeta.robustness.evaluate_robustness`."""
+    has_corr = bool(result.get("corruptions"))
+    fig, axes = _new_figure(10 if has_corr else 5, 3.8, ncols=2 if has_corr else 1)
+    axes = list(np.atleast_1d(axes))
+    names = ["clean", *result["pgd"].keys()]
+    values = [result["clean"], *result["pgd"].values()]
+    means = [100 * v[0] for v in values]
+    errs = [100 * (v[1] or 0) for v in values]
+    axes[0].bar(range(len(names)), means, yerr=errs, capsize=3, color="#4c72b0")
+    axes[0].set_xticks(range(len(names)), names)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].set_ylim(0, 100)
+    axes[0].set_title(f"PGD-{result['steps']} {result['norm']}, {result['shots']}-shot")
+    if has_corr:
+        for name, by_sev in result["corruptions"].items():
+            sev = sorted(by_sev, key=int)
+            axes[1].errorbar([int(s) for s in sev], [100 * by_sev[s][0] for s in sev],
+                             yerr=[100 * (by_sev[s][1] or 0) for s in sev], marker="o", capsize=3,
+                             label=name)
+        axes[1].axhline(100 * result["clean"][0], color="grey", linestyle="--", label="clean")
+        axes[1].set_xlabel("severity")
+        axes[1].set_ylim(0, 100)
+        axes[1].set_title("corruptions")
+        axes[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def _shot_results(run_dir: Path) -> dict[str, Any] | None:
     """The test results of ``summary.json`` or ``eval-test.json``, whichever was written last."""
     found = []

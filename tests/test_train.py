@@ -190,6 +190,7 @@ def test_evaluate_robustness_protocol(smoke_run: Path, capsys: pytest.CaptureFix
     assert "PGD-2 linf 8/255" in out and "gaussian_noise" in out
     saved = json.loads((smoke_run / "robustness-test.json").read_text())
     assert set(saved["pgd"]) == {"2/255", "8/255"}
+    assert (smoke_run / "plots" / "robustness-test.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_fold_protocols_need_config_and_out(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,3 +198,36 @@ def test_fold_protocols_need_config_and_out(smoke_run: Path, capsys: pytest.Capt
     assert "trains one model per fold" in capsys.readouterr().err
     assert main(["evaluate", "--protocol", "leave-one-dataset-out", "--config", SMOKE]) == 2
     assert "--out DIR" in capsys.readouterr().err
+
+
+def test_explain_command(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", str(smoke_run), "melanoma", "--top-k", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "occlusion" and len(result["neighbours"]) == 3
+    assert main(["explain", str(smoke_run), "no such disease"]) == 2
+    assert "no such disease" in capsys.readouterr().err
+
+
+def test_predict_command(smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from kgmeta.synthetic import load_shipped_ontology, render
+
+    onto = load_shipped_ontology()
+    support = tmp_path / "support"
+    for label in ("melanoma", "hepatic cyst"):
+        folder = support / label
+        folder.mkdir(parents=True)
+        for i, img in enumerate(render(onto, onto.resolve(label), 2, 5, size=16)):
+            Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))).save(folder / f"{i}.png")
+    query = tmp_path / "q.png"
+    img = render(onto, onto.resolve("melanoma"), 1, 9, size=16)[0]
+    Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))).save(query)
+    assert main(["predict", str(smoke_run), str(query), "--support", str(support),
+                 "--classes", "kgm:Glioblastoma", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    text = json.dumps(result)
+    assert "melanoma" in text and "glioblastoma" in text
+    assert main(["predict", str(smoke_run), str(tmp_path / "missing.png"), "--support", str(support)]) == 2
+    assert "missing.png" in capsys.readouterr().err
