@@ -472,8 +472,9 @@ def _int_fields() -> dict[str, st.SearchStrategy[int]]:
             else:
                 lo = f.metadata.get("ge", 0)
                 out[key] = st.integers(lo, min(f.metadata.get("le", 10**9), lo + 500))
-    out["episodes.k_shot"] = st.integers(0, 250)  # k_shot + q_query <= images_per_class
-    out["episodes.q_query"] = st.integers(1, 250)
+    # max(k_shot, eval_shots) + q_query must fit the default data.images_per_class (300)
+    out["episodes.k_shot"] = st.integers(0, 140)
+    out["episodes.q_query"] = st.integers(1, 140)
     out["data.images_per_class"] = st.integers(600, 10**6)
     out["train.seed"] = st.integers(0, 2**32 - 1)
     return out
