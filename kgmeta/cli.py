@@ -198,8 +198,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from kgmeta.predict import format_predictions, predict
     from kgmeta.train import load_run
 
+    images = list(args.images) + list(args.more_images)
+    if not images:
+        raise KGMetaError("predict: no images given; pass image files or folders (or --images FILES...)")
     exp = load_run(args.run, device=args.device)
-    result = predict(exp, args.support, args.images, _split_names(args.classes or ""),
+    result = predict(exp, args.support, images, _split_names(args.classes or ""),
                      use_prior=not args.no_prior)
     print(json.dumps(result, indent=2, default=str) if args.json else format_predictions(result))
     return 0
@@ -282,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="few-shot (or zero-shot) prediction for new classes")
     predict.add_argument("run", help="run folder written by kgmeta train")
-    predict.add_argument("images", nargs="+", help="image files or folders to classify")
+    predict.add_argument("images", nargs="*", help="image files or folders to classify")
+    predict.add_argument("--images", dest="more_images", nargs="+", default=[], metavar="IMAGE",
+                         help="more image files or folders (same as the positional list)")
     predict.add_argument("--support", help="folder with one sub-folder of labelled images per class "
                                            "(folder name = ontology label, synonym or CURIE)")
     predict.add_argument("--classes", help="comma-separated extra classes with zero shots (labels or CURIEs)")

@@ -224,7 +224,7 @@ def test_predict_command(smoke_run: Path, tmp_path: Path, capsys: pytest.Capture
     query = tmp_path / "q.png"
     img = render(onto, onto.resolve("melanoma"), 1, 9, size=16)[0]
     Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))).save(query)
-    assert main(["predict", str(smoke_run), str(query), "--support", str(support),
+    assert main(["predict", str(smoke_run), "--support", str(support), "--images", str(query),
                  "--classes", "kgm:Glioblastoma", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     text = json.dumps(result)
