@@ -92,27 +92,8 @@ def set_key(d: dict, key: str, value) -> None:
 
 # ----------------------------------------------------------------------------- graph control
 def rewire_edges(kg, seed: int):
-    """The same graph with every forward edge's target permuted among the edges of its relation.
-
-    Keeps the edge count, each relation's edge count, every node's out-degree per relation and the
-    multiset of in-degrees per relation (a degree-preserving shuffle); inverse edges are rebuilt to
-    match. Node features are unchanged, so what the prior loses is exactly the graph's content.
-    """
-    data = kg.data.clone()
-    f = kg.num_forward_edges
-    ei, et = data.edge_index.clone(), data.edge_type.clone()
-    g = torch.Generator().manual_seed(seed)
-    dst = ei[1, :f].clone()
-    for r in et[:f].unique().tolist():
-        idx = torch.nonzero(et[:f] == r).flatten()
-        dst[idx] = dst[idx[torch.randperm(len(idx), generator=g)]]
-    ei[1, :f] = dst
-    if kg.inverse:
-        ei[0, f:2 * f], ei[1, f:2 * f] = dst, ei[0, :f]
-    data.edge_index = ei
-    return type(kg)(data, kg.iris, kg.relations, kg.relation_labels, kg.labels,
-                    num_base_relations=kg.num_base_relations, num_forward_edges=f,
-                    inverse=kg.inverse, dropped_edges=kg.dropped_edges, key=None)
+    """Degree-preserving shuffle of the graph's edges (see ``KnowledgeGraph.rewired``)."""
+    return kg.rewired(seed)
 
 
 @contextlib.contextmanager

@@ -257,6 +257,29 @@ class KnowledgeGraph:
             self._nx = g
         return self._nx
 
+    def rewired(self, seed: int) -> KnowledgeGraph:
+        """The same graph with every forward edge's target permuted among the edges of its relation.
+
+        A degree-preserving shuffle (edge count per relation, out-degrees per relation and the
+        multiset of in-degrees kept; inverse edges rebuilt to match; node features unchanged): the
+        control that shows a prior uses the graph's content rather than the class's own text.
+        """
+        data = self.data.clone()
+        f = self.num_forward_edges
+        ei, et = data.edge_index.clone(), data.edge_type
+        g = torch.Generator().manual_seed(seed)
+        dst = ei[1, :f].clone()
+        for r in et[:f].unique().tolist():
+            idx = torch.nonzero(et[:f] == r).flatten()
+            dst[idx] = dst[idx[torch.randperm(len(idx), generator=g)]]
+        ei[1, :f] = dst
+        if self.inverse:
+            ei[0, f:2 * f], ei[1, f:2 * f] = dst, ei[0, :f]
+        data.edge_index = ei
+        return KnowledgeGraph(data, self.iris, self.relations, self.relation_labels, self.labels,
+                              num_base_relations=self.num_base_relations, num_forward_edges=f,
+                              inverse=self.inverse, dropped_edges=self.dropped_edges, key=None)
+
     # ---- serialisation (plain tensors, strings and lists: loadable with weights_only=True)
     def to_state(self) -> dict[str, Any]:
         return {

@@ -71,20 +71,7 @@ def tiny_ontology() -> Ontology:
 
 def rewire(kg, seed: int):
     """``kg`` with forward-edge targets permuted within each relation (same counts and degrees)."""
-    data = kg.data.clone()
-    f = kg.num_forward_edges
-    ei, et = data.edge_index.clone(), data.edge_type
-    g = torch.Generator().manual_seed(seed)
-    dst = ei[1, :f].clone()
-    for r in et[:f].unique().tolist():
-        idx = torch.nonzero(et[:f] == r).flatten()
-        dst[idx] = dst[idx[torch.randperm(len(idx), generator=g)]]
-    ei[1, :f] = dst
-    if kg.inverse:
-        ei[0, f:2 * f], ei[1, f:2 * f] = dst, ei[0, :f]
-    data.edge_index = ei
-    return type(kg)(data, kg.iris, kg.relations, kg.relation_labels, kg.labels,
-                    num_base_relations=kg.num_base_relations, num_forward_edges=f, inverse=kg.inverse)
+    return kg.rewired(seed)
 
 
 def draw(pairs, n: int, g: torch.Generator, noise: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
