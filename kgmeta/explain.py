@@ -115,7 +115,6 @@ def _occluded_priors(model: Any, kg: "KnowledgeGraph", row: int, sub_nodes: np.n
     Returns ``(mean [d], strength [], means [n_cand, d], strengths [n_cand])`` (CPU float).
     """
     encoder, head = model.encoder, model.prior_head
-    dev = encoder.device
     n_sub = len(sub_nodes)
     local = torch.full((kg.num_nodes,), -1, dtype=torch.long)
     local[torch.from_numpy(sub_nodes)] = torch.arange(n_sub)

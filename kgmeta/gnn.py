@@ -23,8 +23,6 @@ inverses are removed from the message-passing graph.
 from __future__ import annotations
 
 import warnings
-import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -41,6 +39,7 @@ with warnings.catch_warnings():
 
 from kgmeta.errors import CheckpointError, ConfigError
 from kgmeta.graph import KnowledgeGraph
+from kgmeta.runs import atomic_write
 
 __all__ = [
     "ENCODERS",
@@ -367,20 +366,8 @@ def save_embeddings(path: str | Path, kg_or_iris: KnowledgeGraph | Sequence[str]
     iris = kg_or_iris.iris if isinstance(kg_or_iris, KnowledgeGraph) else list(kg_or_iris)
     if z.dim() != 2 or z.shape[0] != len(iris):
         raise ConfigError(f"embeddings of shape {tuple(z.shape)} do not match {len(iris)} IRIs")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": "kgmeta-embeddings-v1", "iris": list(iris),
-                        "z": z.detach().float().cpu().contiguous()}, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    state = {"format": "kgmeta-embeddings-v1", "iris": list(iris), "z": z.detach().float().cpu().contiguous()}
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def load_embeddings(path: str | Path) -> tuple[list[str], Tensor]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
@@ -39,6 +38,7 @@ with warnings.catch_warnings():
     from torch_geometric.data import Data
 
 from kgmeta.errors import OntologyError
+from kgmeta.runs import atomic_write
 from kgmeta.features import build_text_encoder, node_text
 
 __all__ = [
@@ -453,18 +453,8 @@ def _read_cache(path: Path, key: str) -> KnowledgeGraph | None:
 
 
 def _write_cache(path: Path, kg: KnowledgeGraph) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(kg.to_state(), fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    state = kg.to_state()
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _options(feature_dim: int, text_encoder: str, add_inverse: bool,
