@@ -14,7 +14,6 @@ MAML-family learners adapt the backbone per episode and cannot be cached.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -162,9 +161,10 @@ def evaluate_cached(model: "KGMetaModel", cache: FeatureCache, specs: Sequence["
                           f"kgmeta.train.evaluate_specs")
     check_cacheable(model.backbone)
     kg = exp.kg if exp is not None else model.kg
+    from kgmeta.train import MistakeSeverity, accuracy_by_hops  # late: train imports much of the package
+
     metrics = EpisodeMetrics()
-    pair_hops: dict[tuple[str, str], float] = {}
-    wrong_hops: list[float] = []
+    severity = MistakeSeverity(kg)
     was_training = model.training
     model.eval()
     try:
@@ -183,22 +183,13 @@ def evaluate_cached(model: "KGMetaModel", cache: FeatureCache, specs: Sequence["
                     logits = _finetune_logits(learner, support, ys, query, n_way, priors)
                 logits = logits.float()
                 metrics.update(logits, yq, names)
-                if kg is not None and all(i in kg.index for i in iris):
-                    for p, t in zip(logits.argmax(1).tolist(), yq.tolist()):
-                        if p != t:
-                            key = (iris[p], iris[t])
-                            if key not in pair_hops:
-                                pair_hops[key] = float(kg.hop_distance(*key))
-                            wrong_hops.append(pair_hops[key])
+                severity.update(logits, yq, iris)
     finally:
         model.train(was_training)
     summary = metrics.summary()
-    finite = [h for h in wrong_hops if math.isfinite(h)]
-    summary["mistake_severity"] = sum(finite) / len(finite) if finite else None
+    summary["mistake_severity"] = severity.mean()
     if exp is not None:
-        from kgmeta.train import _accuracy_by_hops  # late: train imports much of the package
-
-        summary["accuracy_by_hops"] = _accuracy_by_hops(exp, summary["per_class"])
+        summary["accuracy_by_hops"] = accuracy_by_hops(exp, summary["per_class"])
     else:
         summary["accuracy_by_hops"] = None
     return summary

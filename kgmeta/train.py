@@ -368,9 +368,7 @@ def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: 
     """
     model, dataset, device = exp.model, exp.dataset, exp.device
     metrics = EpisodeMetrics()
-    kg = exp.kg
-    pair_hops: dict[tuple[str, str], float] = {}
-    wrong_hops: list[float] = []
+    severity = MistakeSeverity(exp.kg)
     was_training = model.training
     model.eval()
     try:
@@ -382,25 +380,43 @@ def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: 
                     _, logits, _ = model.episode_loss(episode, z, use_prior=use_prior)
                 logits = logits.float()
                 metrics.update(logits, episode.query_labels, episode.class_names)
-                iris = episode.class_iris
-                if kg is not None and all(i in kg.index for i in iris):
-                    pred = logits.argmax(1).tolist()
-                    for p, t in zip(pred, episode.query_labels.tolist()):
-                        if p != t:
-                            key = (iris[p], iris[t])
-                            if key not in pair_hops:
-                                pair_hops[key] = float(kg.hop_distance(*key))
-                            wrong_hops.append(pair_hops[key])
+                severity.update(logits, episode.query_labels, episode.class_iris)
     finally:
         model.train(was_training)
     summary = metrics.summary()
-    finite = [h for h in wrong_hops if math.isfinite(h)]
-    summary["mistake_severity"] = sum(finite) / len(finite) if finite else None
-    summary["accuracy_by_hops"] = _accuracy_by_hops(exp, summary["per_class"])
+    summary["mistake_severity"] = severity.mean()
+    summary["accuracy_by_hops"] = accuracy_by_hops(exp, summary["per_class"])
     return summary
 
 
-def _accuracy_by_hops(exp: Experiment, per_class: dict[str, Any]) -> dict[str, float] | None:
+class MistakeSeverity:
+    """Mean ontology hop distance between the predicted and the true class over wrong
+    predictions (episodes whose classes are all graph nodes); pair distances are cached."""
+
+    def __init__(self, kg: Any) -> None:
+        self.kg = kg
+        self.pair_hops: dict[tuple[str, str], float] = {}
+        self.wrong_hops: list[float] = []
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, iris: Sequence[str | None]) -> None:
+        """Add one episode: ``logits [Q, n_way]``, ``labels [Q]``, class IRIs in episode order."""
+        kg = self.kg
+        if kg is None or not all(i in kg.index for i in iris):
+            return
+        for p, t in zip(logits.argmax(1).tolist(), labels.tolist()):
+            if p != t:
+                key = (iris[p], iris[t])
+                if key not in self.pair_hops:
+                    self.pair_hops[key] = float(kg.hop_distance(*key))
+                self.wrong_hops.append(self.pair_hops[key])
+
+    def mean(self) -> float | None:
+        """Mean over finite distances, None without any."""
+        finite = [h for h in self.wrong_hops if math.isfinite(h)]
+        return sum(finite) / len(finite) if finite else None
+
+
+def accuracy_by_hops(exp: Experiment, per_class: dict[str, Any]) -> dict[str, float] | None:
     kg = exp.kg
     train_iris = [i for i in exp.class_iris("train") if i in kg.index]
     if not train_iris:
