@@ -318,23 +318,18 @@ class Ontology:
     def ancestors(self, iri: str, relations: Iterable[str] | None = None) -> set[str]:
         """Everything reachable upward over ``relations`` (subClassOf by default); terminates on
         cycles and never contains ``iri`` itself."""
-        rels = [SUBCLASS_OF] if relations is None else list(relations)
-        adj = [self._out.get(r, {}) for r in rels]
-        seen: set[str] = set()
-        stack = [iri]
-        while stack:
-            node = stack.pop()
-            for a in adj:
-                for nxt in a.get(node, ()):
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        stack.append(nxt)
-        seen.discard(iri)
-        return seen
+        return self._reach(iri, self._out, relations)
 
     def descendants(self, iri: str, relations: Iterable[str] | None = None) -> set[str]:
+        """Everything reachable downward over ``relations`` (subClassOf by default)."""
+        return self._reach(iri, self._in, relations)
+
+    @staticmethod
+    def _reach(iri: str, index: dict[str, dict[str, list[str]]],
+               relations: Iterable[str] | None) -> set[str]:
+        """Nodes reachable from ``iri`` through ``index[relation][node]`` (iterative, cycle-safe)."""
         rels = [SUBCLASS_OF] if relations is None else list(relations)
-        adj = [self._in.get(r, {}) for r in rels]
+        adj = [index.get(r, {}) for r in rels]
         seen: set[str] = set()
         stack = [iri]
         while stack:

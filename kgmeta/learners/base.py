@@ -10,13 +10,28 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
+
+from kgmeta.errors import ConfigError
 
 if TYPE_CHECKING:  # runtime import not needed: learners only read Episode attributes
     from kgmeta.conditioning import Priors
     from kgmeta.episodes import Episode
 
-__all__ = ["Learner"]
+__all__ = ["Learner", "learned_head"]
+
+
+def learned_head(backbone: nn.Module, n_way: int | None, who: str) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+    """A meta-learned zero-initialised head ``(W [n_way, d], b [n_way])``, or ``(None, None)``
+    when ``n_way`` is None (the head is then sized per episode)."""
+    if n_way is None:
+        return None, None
+    out_dim = getattr(backbone, "out_dim", None)
+    if out_dim is None:
+        raise ConfigError(f"{who} with n_way needs a backbone with .out_dim; use kgmeta.backbones "
+                          f"or pass n_way=None")
+    return nn.Parameter(torch.zeros(n_way, out_dim)), nn.Parameter(torch.zeros(n_way))
 
 
 class Learner(nn.Module, abc.ABC):

@@ -36,7 +36,7 @@ from torch.func import functional_call, grad, vmap
 
 from kgmeta.conditioning import check_priors, head_init_from_priors
 from kgmeta.errors import ConfigError, DataError
-from kgmeta.learners.base import Learner
+from kgmeta.learners.base import Learner, learned_head
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -107,15 +107,7 @@ class MAML(Learner):
         self.anil = anil
         self.proximal = proximal
         self.prior_scale = prior_scale
-        self.head_weight: nn.Parameter | None = None
-        self.head_bias: nn.Parameter | None = None
-        if n_way is not None:
-            out_dim = getattr(backbone, "out_dim", None)
-            if out_dim is None:
-                raise ConfigError("MAML with n_way needs a backbone with .out_dim; use kgmeta.backbones "
-                                  "or pass n_way=None")
-            self.head_weight = nn.Parameter(torch.zeros(n_way, out_dim))
-            self.head_bias = nn.Parameter(torch.zeros(n_way))
+        self.head_weight, self.head_bias = learned_head(backbone, n_way, "MAML")
 
     def _features(self, params: dict[str, Tensor], images: Tensor) -> Tensor:
         return functional_call(self.backbone, params, (images,))  # [B, d]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from kgmeta.errors import ConfigError
-from kgmeta.learners.base import Learner
+from kgmeta.learners.base import Learner, learned_head
 from kgmeta.learners.maml import initial_head
 
 if TYPE_CHECKING:
@@ -91,15 +91,7 @@ class Reptile(Learner):
         self.inner_optimizer = inner_optimizer
         self.adam_betas = tuple(adam_betas)
         self.prior_scale = prior_scale
-        self.head_weight: nn.Parameter | None = None
-        self.head_bias: nn.Parameter | None = None
-        if n_way is not None:
-            out_dim = getattr(backbone, "out_dim", None)
-            if out_dim is None:
-                raise ConfigError("Reptile with n_way needs a backbone with .out_dim; use kgmeta.backbones "
-                                  "or pass n_way=None")
-            self.head_weight = nn.Parameter(torch.zeros(n_way, out_dim))
-            self.head_bias = nn.Parameter(torch.zeros(n_way))
+        self.head_weight, self.head_bias = learned_head(backbone, n_way, "Reptile")
 
     def _logits(self, params: dict[str, Tensor], images: Tensor) -> Tensor:
         backbone_params = {n: t for n, t in params.items() if n not in (HEAD_W, HEAD_B)}
