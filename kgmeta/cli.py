@@ -2,8 +2,9 @@
 
 ``main(argv)`` is the entry point of the console script and is callable in-process (tests use it
 that way). Every subcommand imports what it needs lazily, so ``kgmeta --help`` stays fast. Errors
-caused by the user (:class:`kgmeta.errors.KGMetaError`) print one line and exit with status 2;
-Ctrl-C exits with 130.
+caused by the user (:class:`kgmeta.errors.KGMetaError`, and argument errors, which are
+:class:`UsageError`) print one line ``kgmeta: error: ...`` on stderr and exit with status 2;
+Ctrl-C exits with 130 (``kgmeta train`` writes an interrupt checkpoint first).
 """
 
 from __future__ import annotations
@@ -15,10 +16,43 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kgmeta import __version__
-from kgmeta.errors import KGMetaError
+from kgmeta.errors import CheckpointError, ConfigError, DataError, KGMetaError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+class UsageError(KGMetaError):
+    """A command-line argument argparse rejects (unknown option, missing value, wrong type)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: :class:`UsageError` instead of usage text and SystemExit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message}; see {self.prog} --help")
+
+
+def _run_folder(path: str, command: str) -> Path:
+    """``path`` as a run folder, or a one-line CheckpointError (before anything slow runs)."""
+    run = Path(path)
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: no such run folder; pass a folder written by kgmeta train "
+                              f"(kgmeta {command} RUN)")
+    if not (run / "config.yaml").is_file():
+        raise CheckpointError(f"{run}: not a kgmeta run folder (no config.yaml); pass a folder written "
+                              f"by kgmeta train (kgmeta {command} RUN)")
+    return run
+
+
+def _check_device(name: str | None) -> str | None:
+    """``--device`` checked before any work: a bad name is a one-line ConfigError."""
+    if name is None:
+        return None
+    from kgmeta.train import resolve_device
+
+    resolve_device(name)
+    return name
 
 
 def _split_names(text: str) -> list[str]:
@@ -63,6 +97,9 @@ def _cmd_ontology_resolve(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from kgmeta.gnn import embed_command
 
+    if Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a folder; give the embedding file to write, e.g. "
+                          f"{Path(args.out) / 'embeddings.pt'}")
     result = embed_command(
         args.files, args.out, epochs=args.epochs, seed=args.seed, out_dim=args.dim, kind=args.kind
     )
@@ -73,13 +110,25 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from kgmeta.synthetic import synth_command
 
-    result = synth_command(
-        args.out,
-        n_per_class=args.n_per_class,
-        seed=args.seed,
-        size=args.size,
-        ontology_paths=args.ontology or None,
-    )
+    if args.n_per_class < 1:
+        raise ConfigError(f"--n-per-class {args.n_per_class}: give at least 1 image per class")
+    if args.size < 8:
+        raise ConfigError(f"--size {args.size}: give an image side of at least 8 pixels")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: is a file, not a folder; pass a new or existing folder")
+    try:
+        result = synth_command(
+            args.out,
+            n_per_class=args.n_per_class,
+            seed=args.seed,
+            size=args.size,
+            ontology_paths=args.ontology or None,
+        )
+    except OSError as exc:  # the renderer writes plain files; a full disk or read-only folder
+        where = exc.filename or out
+        raise DataError(f"{where}: cannot write ({exc.strerror or exc}); pass a writable --out with "
+                        f"free space") from None
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0
 
@@ -93,9 +142,17 @@ def _load_cfg(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     from kgmeta.train import fit, format_results
 
+    _check_device(args.device)
     if args.resume:
         from kgmeta.config import load_config
 
+        if args.out:
+            raise UsageError(f"--resume {args.resume} continues in its own folder; drop --out {args.out}")
+        run = _run_folder(args.resume, "train --resume")
+        if not (run / "checkpoints" / "last.pt").is_file():
+            raise CheckpointError(f"{run / 'checkpoints' / 'last.pt'}: not found: the run stopped before its "
+                                  f"first checkpoint; start again with kgmeta train --config "
+                                  f"{run / 'config.yaml'} --out NEW_FOLDER")
         # overrides (e.g. more train.steps) apply on top of the run's own config
         cfg = load_config(args.config or Path(args.resume) / "config.yaml", args.set or ())
     else:
@@ -130,7 +187,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.episodes is not None and args.episodes < 2:
         raise KGMetaError(f"--episodes {args.episodes}: need at least 2 episodes for a confidence interval")
-    results = evaluate_run(args.run, shots=_parse_shots(args.shots), episodes=args.episodes,
+    shots = _parse_shots(args.shots)
+    _check_device(args.device)
+    _run_folder(args.run, "evaluate")
+    results = evaluate_run(args.run, shots=shots, episodes=args.episodes,
                            split=args.split, device=args.device, quiet=args.quiet)
     print(json.dumps(results, indent=2, default=str) if args.json else format_results(results))
     return 0
@@ -141,15 +201,34 @@ def _evaluate_robustness(args: argparse.Namespace) -> int:
     from kgmeta.runs import write_json
     from kgmeta.train import load_run
 
+    from kgmeta.robustness import CORRUPTIONS
+
     shots = _parse_shots(args.shots) or [5]
     if len(shots) != 1:
         raise KGMetaError(f"--shots {args.shots}: the robustness protocol takes one shot count, e.g. --shots 5")
     corruptions = None if args.corruptions is None else (
         [] if args.corruptions == "none" else _split_names(args.corruptions))
-    severities = [int(v) for v in _split_names(args.severities)] if args.severities else (1, 3, 5)
+    unknown = [c for c in corruptions or [] if c not in CORRUPTIONS]
+    if unknown:
+        raise ConfigError(f"--corruptions {args.corruptions}: unknown {unknown}; choose from "
+                          f"{list(CORRUPTIONS)} or none")
+    try:
+        severities = [int(v) for v in _split_names(args.severities)] if args.severities else [1, 3, 5]
+    except ValueError:
+        raise ConfigError(f"--severities {args.severities!r}: give comma-separated integers in 1..5, "
+                          f"e.g. 1,3,5") from None
+    if not severities or not all(1 <= v <= 5 for v in severities):
+        raise ConfigError(f"--severities {args.severities!r}: severities are integers in 1..5, e.g. 1,3,5")
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError(f"--episodes {args.episodes}: give a positive number of episodes")
+    if args.attack_steps < 1:
+        raise ConfigError(f"--attack-steps {args.attack_steps}: PGD needs at least 1 step")
+    epsilons = parse_epsilons(args.epsilons)
+    _check_device(args.device)
+    _run_folder(args.run, "evaluate --protocol robustness")
     exp = load_run(args.run, device=args.device)
     result = evaluate_robustness(exp, split=args.split, shots=shots[0], episodes=args.episodes or 100,
-                                 epsilons=parse_epsilons(args.epsilons), norm=args.norm,
+                                 epsilons=epsilons, norm=args.norm,
                                  steps=args.attack_steps, corruptions=corruptions, severities=severities,
                                  use_prior=not args.no_prior, progress=not args.quiet)
     write_json(Path(args.run) / f"robustness-{args.split}.json", result)
@@ -188,6 +267,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise KGMetaError(f"--top-k {args.top_k}: give a positive number of neighbours")
+    if args.max_candidates < 1:
+        raise ConfigError(f"--max-candidates {args.max_candidates}: give a positive number of nodes")
+    _check_device(args.device)
+    _run_folder(args.run, "explain")
     exp = load_run(args.run, device=args.device)
     result = explain_class(exp, args.cls, top_k=args.top_k, max_candidates=args.max_candidates)
     print(json.dumps(result, indent=2, default=str) if args.json else format_explanation(result))
@@ -201,6 +284,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     images = list(args.images) + list(args.more_images)
     if not images:
         raise KGMetaError("predict: no images given; pass image files or folders (or --images FILES...)")
+    if args.support is not None and not Path(args.support).is_dir():
+        raise DataError(f"--support {args.support}: no such folder; give a folder with one sub-folder of "
+                        f"images per class")
+    _check_device(args.device)
+    _run_folder(args.run, "predict")
     exp = load_run(args.run, device=args.device)
     result = predict(exp, args.support, images, _split_names(args.classes or ""),
                      use_prior=not args.no_prior)
@@ -210,7 +298,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_plots(args: argparse.Namespace) -> int:
     from kgmeta.plots import plot_run
+    from kgmeta.runs import check_run_dir
 
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes {args.episodes}: give a positive number of episodes")
+    check_run_dir(_run_folder(args.run, "plots"))
     for path in plot_run(args.run, log=lambda m: print(m, file=sys.stderr), episodes=args.episodes):
         print(path)
     return 0
@@ -234,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The top-level parser; each subcommand stores its handler in ``func``.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kgmeta",
         description="Knowledge-graph-augmented few-shot and zero-shot medical image classification.",
     )
@@ -360,9 +452,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         2 for a user error, 130 when interrupted.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"kgmeta: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
+        if getattr(args, "command", None) == "ontology":
+            print("kgmeta: error: ontology needs an action, info or resolve; see kgmeta ontology --help",
+                  file=sys.stderr)
+            return EXIT_USER_ERROR
         parser.print_help()
         return 0 if not argv else EXIT_USER_ERROR
     try:

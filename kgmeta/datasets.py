@@ -151,7 +151,8 @@ def load_image_file(path: str | os.PathLike, size: int, channels: int = 3, *,
         if p.stat().st_size == 0:
             raise DataError(f"{p}: empty file (0 bytes); delete or replace it, or pass skip_bad=True")
     except OSError as e:
-        raise DataError(f"{p}: cannot read ({_one_line(e)})") from None
+        raise DataError(f"{p}: cannot read ({_one_line(e)}); check the path and its "
+                        f"permissions") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -176,6 +177,9 @@ def load_image_file(path: str | os.PathLike, size: int, channels: int = 3, *,
     except UnidentifiedImageError:
         raise DataError(f"{p}: not an image Pillow can identify; delete or convert it, "
                         f"or pass skip_bad=True") from None
+    except PermissionError:
+        raise DataError(f"{p}: cannot read the file (permission denied); fix its permissions, "
+                        f"or pass skip_bad=True") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as e:
         raise DataError(f"{p}: cannot decode image ({_one_line(e)}); the file is damaged or "
                         f"truncated: replace it, or pass skip_bad=True") from None
@@ -197,12 +201,17 @@ def _check_header(path: Path, max_pixels: int | None) -> None:
     except DataError:
         raise
     except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: refused by Pillow's decompression-bomb limit ({_one_line(e)})") from None
+        raise DataError(f"{path}: refused by Pillow's decompression-bomb limit ({_one_line(e)}); "
+                        f"shrink the file or raise PIL.Image.MAX_IMAGE_PIXELS") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can identify; delete or convert it, "
                         f"or pass skip_bad=True") from None
+    except PermissionError:
+        raise DataError(f"{path}: cannot read the file (permission denied); fix its "
+                        f"permissions, or pass skip_bad=True") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: cannot read image header ({_one_line(e)})") from None
+        raise DataError(f"{path}: cannot read image header ({_one_line(e)}); replace the file, "
+                        f"or pass skip_bad=True") from None
 
 
 def _resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -455,11 +464,55 @@ class DicomFolderDataset(ImageFolderDataset):
         except DataError:
             raise
         except Exception as e:
-            raise DataError(f"{path}: not a readable DICOM file ({_one_line(e)})") from None
+            raise DataError(f"{path}: not a readable DICOM file ({_one_line(e)}); replace the "
+                            f"file or pass skip_bad=True") from None
 
 
 # ----------------------------------------------------------------------------- MedMNIST npz
 _NPZ_SPLITS = ("train", "val", "test")
+_MAX_NPZ_CLASSES = 100_000
+
+
+def _open_npz(p: Path) -> Any:
+    """``np.load`` of an ``.npz`` archive; DataError naming the file for anything else."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(6)
+    except FileNotFoundError:
+        raise DataError(f"{p}: no such file; check the path (data.roots)") from None
+    except IsADirectoryError:
+        raise DataError(f"{p}: is a folder; data.kind 'npz' takes .npz files (use data.kind "
+                        f"'folders' for image folders)") from None
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({_one_line(e)}); check the path and its "
+                        f"permissions") from None
+    if not head:
+        raise DataError(f"{p}: empty file (0 bytes); replace it with the .npz archive")
+    if head == b"\x93NUMPY":
+        raise DataError(f"{p}: a single .npy array, not an .npz archive; save the arrays with "
+                        f"np.savez(path, train_images=..., train_labels=...)")
+    if not head.startswith(b"PK"):
+        raise DataError(f"{p}: not an .npz archive (not a zip file); save the arrays with "
+                        f"np.savez(path, train_images=..., train_labels=...)")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as e:  # zipfile, zlib and numpy raise many types for damaged files
+        raise DataError(f"{p}: cannot read as .npz ({_one_line(e)}); the file is damaged or "
+                        f"truncated") from None
+
+
+def _npz_array(npz: Any, p: Path, key: str) -> np.ndarray:
+    """One array of an open npz; DataError for object (pickled) or damaged members."""
+    try:
+        return npz[key]
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise DataError(f"{p}: {key} holds Python objects (a pickled object array), which "
+                            f"kgmeta does not load; store it as a numeric array") from None
+        raise DataError(f"{p}: cannot read {key} ({_one_line(e)}); the file is damaged") from None
+    except Exception as e:  # zipfile.BadZipFile, zlib.error, EOFError, OSError ...
+        raise DataError(f"{p}: cannot read {key} ({_one_line(e)}); the file is damaged or "
+                        f"truncated") from None
 
 
 class NpzDataset(ImageClassDataset):
@@ -484,12 +537,7 @@ class NpzDataset(ImageClassDataset):
             raise DataError(f"multilabel must be 'refuse', 'single' or 'first', got {multilabel!r}")
         if channels not in (None, 1, 3):
             raise DataError(f"channels must be 1 or 3, got {channels!r}")
-        try:
-            npz = np.load(p, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"{p}: no such file") from None
-        except Exception as e:
-            raise DataError(f"{p}: cannot read as .npz ({_one_line(e)})") from None
+        npz = _open_npz(p)
         with npz:
             keys = set(npz.files)
             splits = [s for s in _NPZ_SPLITS if f"{s}_images" in keys] if split == "all" else [split]
@@ -502,7 +550,11 @@ class NpzDataset(ImageClassDataset):
                     if k not in keys:
                         raise DataError(f"{p}: missing key {k!r} (keys: {sorted(keys)}); "
                                         f"pick another split or fix the file")
-                im, lab = npz[f"{s}_images"], npz[f"{s}_labels"]
+                im, lab = _npz_array(npz, p, f"{s}_images"), _npz_array(npz, p, f"{s}_labels")
+                if im.ndim == 0 or lab.ndim == 0:
+                    k = f"{s}_images" if im.ndim == 0 else f"{s}_labels"
+                    raise DataError(f"{p}: {k} is a single value, not an array with one entry "
+                                    f"per image; fix the file")
                 if len(im) != len(lab):
                     raise DataError(f"{p}: {s}_images has {len(im)} images but {s}_labels has "
                                     f"{len(lab)} rows; the file is inconsistent")
@@ -510,10 +562,22 @@ class NpzDataset(ImageClassDataset):
                 labs.append(lab)
         shapes = {a.shape[1:] for a in imgs}
         if len(shapes) > 1:
-            raise DataError(f"{p}: splits have different image shapes {sorted(shapes)}")
+            raise DataError(f"{p}: splits {', '.join(splits)} have different image shapes "
+                            f"{sorted(shapes)}; load one split at a time (split='train', ...)")
         images = np.concatenate(imgs) if len(imgs) > 1 else imgs[0]
         labels = np.concatenate(labs) if len(labs) > 1 else labs[0]
         key = f"{splits[0]}_images"
+        if images.shape[0] == 0:
+            raise DataError(f"{p}: {'+'.join(f'{s}_images' for s in splits)} holds no images; "
+                            f"pick another split or fix the file")
+        if images.dtype.kind not in "biuf":
+            raise DataError(f"{p}: {key} has dtype {images.dtype}; expected integer or float "
+                            f"pixels (uint8, uint16 or float in [0, 1])")
+        if images.dtype.kind == "f" and not np.isfinite(images).all():
+            raise DataError(f"{p}: {key} holds NaN or infinite pixel values; fix the file")
+        if labels.dtype.kind not in "biuf":
+            raise DataError(f"{p}: {splits[0]}_labels has dtype {labels.dtype}; expected integer "
+                            f"class indices 0..C-1 (pass class names separately)")
         if images.ndim == 3:
             images = images[:, None]  # [N, 1, H, W]
         elif images.ndim == 4 and images.shape[-1] in (1, 3):
@@ -541,11 +605,15 @@ class NpzDataset(ImageClassDataset):
         elif labels.ndim != 1:
             raise DataError(f"{p}: labels have shape {labels.shape}; expected [N] or [N, 1]")
         if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.equal(np.mod(labels, 1), 0)):
-                raise DataError(f"{p}: labels are not integers (dtype {labels.dtype})")
+            if not np.all(np.isfinite(labels)) or not np.all(np.equal(np.mod(labels, 1), 0)):
+                raise DataError(f"{p}: labels are not integers (dtype {labels.dtype}); "
+                                f"store class indices 0..C-1")
         labels = labels.astype(np.int64)
         if labels.size and labels.min() < 0:
-            raise DataError(f"{p}: negative label {labels.min()}")
+            raise DataError(f"{p}: negative label {labels.min()}; labels are class indices 0..C-1")
+        if class_names is None and labels.size and labels.max() >= _MAX_NPZ_CLASSES:
+            raise DataError(f"{p}: label {labels.max()} would make {labels.max() + 1} classes; "
+                            f"labels must be class indices 0..C-1 (C < {_MAX_NPZ_CLASSES})")
         n_cls = (int(labels.max()) + 1 if labels.size else 0) if class_names is None else len(class_names)
         if labels.size and labels.max() >= n_cls:
             raise DataError(f"{p}: label {labels.max()} but only {n_cls} class_names given; "

@@ -12,6 +12,7 @@ folds.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -156,6 +157,12 @@ class EpisodeSampler:
                             f"with {n_cls} classes")
         if len(set(self.classes)) != len(self.classes):
             raise DataError(f"classes {self.classes} list a class twice")
+        for arg, value in (("n_way", n_way), ("k_shot", k_shot), ("q_query", q_query),
+                           ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise DataError(f"{arg} must be an int, got {value!r}")
+        if not -2**63 <= seed < 2**64:
+            raise DataError(f"seed={seed} is out of range; use a seed in 0..2**64-1")
         if n_way < 1 or k_shot < 0 or q_query < 1:
             raise DataError(f"need n_way >= 1, k_shot >= 0, q_query >= 1; got n_way={n_way}, "
                             f"k_shot={k_shot}, q_query={q_query}")
@@ -261,18 +268,23 @@ def load_episodes(path: str | os.PathLike) -> list[EpisodeSpec]:
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{p}: no such episode list") from None
+        raise DataError(f"{p}: no such episode list; check the path") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{p}: not a readable JSON episode list ({type(e).__name__}: {e})") from None
+        raise DataError(f"{p}: not a readable JSON episode list ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())}); the file is damaged: write it again with "
+                        f"save_episodes") from None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-        raise DataError(f"{p}: not a kgmeta episode list (missing \"format\": \"{_FORMAT}\")")
+        raise DataError(f"{p}: not a kgmeta episode list (missing \"format\": \"{_FORMAT}\"); "
+                        f"pass a file written by save_episodes")
     if doc.get("version") != _VERSION:
         raise DataError(f"{p}: episode list version {doc.get('version')!r}, this kgmeta reads "
                         f"version {_VERSION}")
     try:
         return [EpisodeSpec.from_dict(d) for d in doc["episodes"]]
     except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{p}: malformed episode entry ({type(e).__name__}: {e})") from None
+        raise DataError(f"{p}: malformed episode entry ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())}); the file is damaged: write it again with "
+                        f"save_episodes") from None
 
 
 # ----------------------------------------------------------------------------- class splits

@@ -39,7 +39,7 @@ with warnings.catch_warnings():
 
 from kgmeta.errors import CheckpointError, ConfigError
 from kgmeta.graph import KnowledgeGraph
-from kgmeta.runs import atomic_write
+from kgmeta.runs import save_torch
 
 __all__ = [
     "ENCODERS",
@@ -367,7 +367,7 @@ def save_embeddings(path: str | Path, kg_or_iris: KnowledgeGraph | Sequence[str]
     if z.dim() != 2 or z.shape[0] != len(iris):
         raise ConfigError(f"embeddings of shape {tuple(z.shape)} do not match {len(iris)} IRIs")
     state = {"format": "kgmeta-embeddings-v1", "iris": list(iris), "z": z.detach().float().cpu().contiguous()}
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    save_torch(Path(path), state)
 
 
 def load_embeddings(path: str | Path) -> tuple[list[str], Tensor]:
@@ -400,6 +400,10 @@ def embed_command(paths: Sequence[str | Path], out: str | Path, *, epochs: int =
     """
     from kgmeta.graph import load_graph
 
+    if epochs < 0:
+        raise ConfigError(f"epochs={epochs} must be >= 0 (0 writes the untrained encoder's embeddings)")
+    if not 0.0 <= holdout < 1.0:
+        raise ConfigError(f"holdout={holdout} must be in [0, 1): the share of edges kept for the MRR")
     start = time.perf_counter()
     kg = load_graph(paths, cache_dir=cache_dir, feature_dim=feature_dim)
     with torch.random.fork_rng(devices=[]):

@@ -38,7 +38,7 @@ with warnings.catch_warnings():
     from torch_geometric.data import Data
 
 from kgmeta.errors import OntologyError
-from kgmeta.runs import atomic_write
+from kgmeta.runs import save_torch
 from kgmeta.features import build_text_encoder, node_text
 
 __all__ = [
@@ -453,8 +453,7 @@ def _read_cache(path: Path, key: str) -> KnowledgeGraph | None:
 
 
 def _write_cache(path: Path, kg: KnowledgeGraph) -> None:
-    state = kg.to_state()
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    save_torch(path, kg.to_state())  # a full disk is a one-line CheckpointError, the old cache kept
 
 
 def _options(feature_dim: int, text_encoder: str, add_inverse: bool,

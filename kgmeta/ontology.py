@@ -451,7 +451,7 @@ class Ontology:
                  f"edges:      {i['edges_total']}"]
         lines += [f"  {n:>8}  {k}" for k, n in i["edges"].items()]
         more = ", ..." if i["roots"] > len(i["root_labels"]) else ""
-        lines.append(f"roots:      {i['roots']} ({', '.join(i['root_labels'])}{more})")
+        lines.append(f"roots:      {i['roots']} ({', '.join(map(_short, i['root_labels']))}{more})")
         lines.append(f"max depth:  {i['max_depth']} (subClassOf)")
         if i["unparsed"]:
             lines.append(f"unparsed:   {sum(i['unparsed'].values())} class expressions/axioms "
@@ -1126,26 +1126,46 @@ def _detect_format(path: Path, head: str, forced: str | None) -> str:
 
 
 def _check_jsonld_context(path: Path, text: str, allow_network: bool) -> None:
+    """Refuse JSON-LD that rdflib would fail on obscurely or that would reach the network: a
+    top level that is not an object or array, nesting beyond the JSON decoder's limit, and
+    (unless ``allow_network``) a remote ``@context`` or a context's ``@import``."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise OntologyError(f"{path}: JSON-LD format, line {e.lineno} column {e.colno}: {e.msg}; "
                             "fix the JSON syntax") from None
+    except RecursionError:
+        raise OntologyError(f"{path}: JSON-LD format: arrays or objects nested too deeply to "
+                            "read; flatten the document") from None
+    if not isinstance(data, (dict, list)):
+        raise OntologyError(f"{path}: JSON-LD format: the top level is {type(data).__name__} "
+                            f"{_short(json.dumps(data))}, not an object or an array of objects; "
+                            "check that this is a JSON-LD document")
     stack = [data]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for k, v in node.items():
-                if k == "@context":
-                    ctxs = v if isinstance(v, list) else [v]
-                    for c in ctxs:
-                        if isinstance(c, str) and not allow_network:
+                if k == "@context" and not allow_network:
+                    for c in (v if isinstance(v, list) else [v]):
+                        if isinstance(c, str):
                             raise OntologyError(
                                 f"{path}: JSON-LD format: remote @context {c!r} would be fetched "
                                 "from the network; inline the context or pass allow_network=True")
+                        if isinstance(c, dict) and isinstance(c.get("@import"), str):
+                            raise OntologyError(
+                                f"{path}: JSON-LD format: @import {c['@import']!r} in a @context "
+                                "would be fetched from the network; inline the imported context "
+                                "or pass allow_network=True")
                 stack.append(v)
         elif isinstance(node, list):
             stack.extend(node)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for a one-line message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _PARSERS = ("auto", "rdflib", "oxigraph")
@@ -1311,8 +1331,76 @@ def _oxi_error(path: Path, fmt: str, e: Exception, text: str) -> OntologyError:
                          "syntax or check the file's extension matches its content")
 
 
+def _rdflib_reads_fast(text: str) -> bool:
+    """Whether rdflib's Turtle reader takes about linear time on ``text``: no multi-line
+    literals and few backslashes and apostrophes (each one inside a literal costs it a copy of
+    the literal read so far)."""
+    if '"""' in text or "'''" in text:
+        return False
+    return text.count("\\") + text.count("'") < 5_000
+
+
+def _has_line_longer(text: str, limit: int) -> bool:
+    """Whether some line of ``text`` has more than ``limit`` characters. Jumps from the start
+    of a line to just past the last line break within ``limit + 1`` characters: about
+    ``len(text) / limit`` steps, no copies."""
+    start, n = 0, len(text)
+    while n - start > limit:
+        last = text.rfind("\n", start, start + limit + 1)
+        if last < 0:
+            return True
+        start = last + 1
+    return False
+
+
+_XML_BOMB_MIN = 8 << 20  # expat's activation threshold for its amplification limit
+
+
+def _check_xml_entities(path: Path, text: str) -> None:
+    """Refuse an RDF/XML file whose internal DTD entities expand to more than 100 times the
+    file (and over 8 MiB): an entity-expansion ("billion laughs") bomb, which would make rdflib
+    and pyoxigraph run for hours. Ordinary OWL files declare entities for namespaces only."""
+    if "<!ENTITY" not in text:
+        return
+    decls: dict[str, str] = {}
+    for m in _XML_ENTITY_DECL_RE.finditer(text):
+        decls.setdefault(m.group(1), m.group(2) if m.group(2) is not None else m.group(3))
+    if all(len(v) <= 256 and "&" not in v for v in decls.values()):
+        return  # flat, short entities (namespace IRIs): expansion is bounded by the file size
+    sizes: dict[str, int] = {}
+
+    def size(name: str, depth: int) -> int:
+        if name in sizes:
+            return sizes[name]
+        value = decls.get(name)
+        if value is None:  # character, predefined or undeclared reference
+            return 1
+        if depth > 64:
+            raise OntologyError(f"{path}: RDF/XML format: XML entity &{name}; is nested more than "
+                                "64 levels deep (recursive?); define it without entity references")
+        sizes[name] = 0  # a cycle counts as empty; the XML parser reports it
+        refs = _XML_ENTITY_REF_RE.findall(value)
+        sizes[name] = len(value) + sum(size(r, depth + 1) - len(r) - 2 for r in refs)
+        return sizes[name]
+
+    dtd_end = text.find("]>", text.find("<!DOCTYPE"))
+    body = text[dtd_end + 2:] if dtd_end >= 0 else text
+    expanded = len(body)
+    for ref, count in Counter(_XML_ENTITY_REF_RE.findall(body)).items():
+        if ref in decls:
+            expanded += count * (size(ref, 0) - len(ref) - 2)
+    if expanded > max(100 * len(text), _XML_BOMB_MIN):
+        raise OntologyError(f"{path}: RDF/XML format: the XML entities declared in the file "
+                            f"expand it from {len(text):,} to about {expanded:,} characters (an "
+                            "entity-expansion bomb?); remove the nested <!ENTITY> definitions")
+
+
 def _rdf_error(path: Path, fmt: str, e: Exception, text: str) -> OntologyError:
     name = _FORMAT_NAMES.get(fmt, fmt)
+    if isinstance(e, RecursionError):
+        return OntologyError(f"{path}: {name} format: blank nodes, lists or elements are nested "
+                             "too deeply for the parser; flatten the nesting (or install "
+                             "pyoxigraph: pip install kgmeta[fast])")
     where = ""
     why = " ".join(str(e).split())
     if hasattr(e, "getLineNumber"):
@@ -1342,7 +1430,16 @@ def _rdf_error(path: Path, fmt: str, e: Exception, text: str) -> OntologyError:
                          "file's extension matches its content")
 
 
-def _read_text(path: Path) -> str:
+_COMPRESSED_MAGIC = ((b"\x1f\x8b", "gzip", "gunzip"), (b"PK\x03\x04", "zip", "unzip"),
+                     (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ\x00", "xz", "unxz"),
+                     (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"))
+_UTF_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+             (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def _read_text(path: Path, what: str = "an ontology") -> str:
+    """The file as UTF-8 text; OntologyError naming the file when it cannot be read, is
+    compressed, binary, UTF-16/32 or not UTF-8. ``what`` names the expected content."""
     try:
         raw = path.read_bytes()
     except PermissionError:
@@ -1350,8 +1447,17 @@ def _read_text(path: Path) -> str:
                             "fix its permissions") from None
     except OSError as e:
         raise OntologyError(f"{path}: cannot read the file ({e.strerror}); check the path") from None
+    for magic, kind, tool in _COMPRESSED_MAGIC:
+        if raw.startswith(magic):
+            raise OntologyError(f"{path}: {kind}-compressed file, not {what}; decompress it "
+                                f"first (e.g. `{tool} {path.name}`) and pass the result")
+    for bom, enc in _UTF_BOMS:
+        if raw.startswith(bom):
+            raise OntologyError(f"{path}: {enc} text, not UTF-8; save the file as UTF-8 "
+                                f"(e.g. `iconv -f {enc} -t UTF-8`)")
     if b"\x00" in raw[:8192]:
-        raise OntologyError(f"{path}: binary file, not an ontology; supported: {_SUPPORTED_TEXT}"
+        hint = f"; supported: {_SUPPORTED_TEXT}" if what == "an ontology" else ""
+        raise OntologyError(f"{path}: binary file, not {what}{hint}"
                             " (compressed files must be decompressed first)")
     try:
         return raw.decode("utf-8-sig")
@@ -1379,6 +1485,8 @@ def _load_one(path: Path, b: _Builder, fmt_forced: str | None, allow_network: bo
         return
     if fmt == "json-ld":
         _check_jsonld_context(path, text, allow_network)
+    if fmt == "xml":
+        _check_xml_entities(path, text)
     buckets = None
     ox = None
     if parser != "rdflib" and fmt in _OXI_FORMATS:
@@ -1394,13 +1502,29 @@ def _load_one(path: Path, b: _Builder, fmt_forced: str | None, allow_network: bo
             # auto: rdflib either reports the error with its own line or accepts what
             # pyoxigraph's stricter parser refused (e.g. an IRI with a space)
             buckets = None
+        except MemoryError as e:
+            if "buffer" not in str(e):
+                raise  # really out of memory
+            # one token over pyoxigraph's 16 MiB buffer. rdflib reads a plain one-line literal
+            # in linear time, but its string reader is quadratic in the line breaks, escapes
+            # and inner quotes of a literal (hours for megabytes of them): fall back only when
+            # there are few of those
+            if parser == "oxigraph" or not _rdflib_reads_fast(text):
+                raise OntologyError(
+                    f"{path}: {_FORMAT_NAMES[fmt]} format: a single literal or IRI is longer than "
+                    f"the parser allows ({' '.join(str(e).split())} bytes); shorten it: ontology "
+                    "labels and definitions are rarely over a few kilobytes") from None
+            buckets = None
     if buckets is None:
         store = _BucketStore()
         g = Graph(store=store, bind_namespaces="none")
+        # rdflib's N-Triples reader re-scans a line from its start for every 2 kB it reads
+        # (hours for a line of megabytes); N-Triples is a subset of Turtle, whose reader is linear
+        rdf_fmt = "turtle" if fmt == "nt" and _has_line_longer(text, 1 << 16) else fmt
         try:
             with warnings.catch_warnings():  # rdflib's JSON-LD parser warns about its own internals
                 warnings.simplefilter("ignore", DeprecationWarning)
-                g.parse(data=text, format=fmt, publicID=path.resolve().as_uri())
+                g.parse(data=text, format=rdf_fmt, publicID=path.resolve().as_uri())
         except OntologyError:
             raise
         except Exception as e:  # rdflib raises many types (BadSyntax, SAXParseException, ParseError ...)
@@ -1530,7 +1654,7 @@ def _mapping_rows(path: Path) -> list[tuple[int, str, str | None, list[str]]]:
         raise OntologyError(f"{path}: no such class-mapping file; check the path")
     if path.is_dir():
         raise OntologyError(f"{path}: is a directory; pass a .tsv, .csv or .yaml mapping file")
-    text = _read_text(path)
+    text = _read_text(path, "a class-mapping file")
     ext = path.suffix.lower()
     rows: list[tuple[int, dict]] = []
     if ext in (".yaml", ".yml"):
@@ -1539,9 +1663,10 @@ def _mapping_rows(path: Path) -> list[tuple[int, str, str | None, list[str]]]:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f", line {mark.line + 1}" if mark is not None else ""
-            raise OntologyError(f"{path}: YAML format{where}: {' '.join(str(e).split())[:200]}; "
+            mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+            where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
+            raise OntologyError(f"{path}: YAML format{where}: {_short(str(problem), 200)}; "
                                 "fix the YAML syntax") from None
         if isinstance(data, dict):
             for i, (k, v) in enumerate(data.items(), 1):
@@ -1575,18 +1700,33 @@ def _mapping_rows(path: Path) -> list[tuple[int, str, str | None, list[str]]]:
     else:
         raise OntologyError(f"{path}: unknown class-mapping format {ext or '(none)'!r}; "
                             "use .tsv, .csv or .yaml")
+    if not rows:
+        raise OntologyError(f"{path}: class-mapping file has no rows (only a header or an empty "
+                            "mapping); add one row per dataset class: class name, ontology id")
     out = []
     for i, row in rows:
         name, ident, parents = _row_fields(row)
         if name is None:
             raise OntologyError(f"{path}: row {i}: no class name; put the dataset class name in the "
                                 "first column (or a 'class' column)")
+        for what, value in (("class name", name), ("ontology id", ident)):
+            if isinstance(value, (list, dict, set, tuple)):
+                raise OntologyError(f"{path}: row {i}: the {what} is a {type(value).__name__}, "
+                                    f"not a name; write one CURIE or label, e.g. DOID:1909")
         if isinstance(parents, str):
             plist = [p.strip() for p in re.split(r"[;|]", parents) if p.strip()]
         elif isinstance(parents, list):
-            plist = [str(p).strip() for p in parents if str(p).strip()]
-        else:
+            if any(isinstance(p, (list, dict, set, tuple)) for p in parents):
+                raise OntologyError(f"{path}: row {i}: parents must be a list of ids, not nested "
+                                    "lists or mappings; write parents: [DOID:162, DOID:1909]")
+            plist = [str(p).strip() for p in parents if p is not None and str(p).strip()]
+        elif parents is None:
             plist = []
+        elif isinstance(parents, (int, float)) and not isinstance(parents, bool):
+            plist = [str(parents)]
+        else:
+            raise OntologyError(f"{path}: row {i}: parents = {_short(repr(parents))} is not a "
+                                "list of ids; write parents: [DOID:162] or 'DOID:162;DOID:1909'")
         out.append((i, str(name).strip(), None if ident is None else str(ident).strip(), plist))
     return out
 
@@ -1625,6 +1765,19 @@ def load_class_mapping(path: str | Path, ontology: Ontology) -> tuple[Ontology, 
                 raise OntologyError(f"{path}: row {i}: {ident!r} matches several classes ({cands}); "
                                     "write the CURIE of the one you mean")
             if not parents:
+                note = rep.notes.get(ident)
+                if note:  # a deprecated term
+                    raise OntologyError(f"{path}: row {i}: {ident!r} for class {name!r} is {note}; "
+                                        "map the class to a live term")
+                if ":" in ident and " " not in ident:  # looks like a CURIE or IRI
+                    try:
+                        iri = ontology.expand(ident)
+                    except OntologyError as e:
+                        raise OntologyError(f"{path}: row {i}: {e}") from None
+                    raise OntologyError(f"{path}: row {i}: {ident!r} for class {name!r} is not a "
+                                        f"class of the ontology (no term {iri}); check the id and "
+                                        "the ontology files, or give parent ids to add it as a "
+                                        "new class")
                 sugg = rep.suggestions.get(ident)
                 hint = f" (close labels: {', '.join(sugg)})" if sugg else ""
                 raise OntologyError(f"{path}: row {i}: {ident!r} for class {name!r} matches no class"

@@ -152,7 +152,7 @@ def parse_epsilons(text: str) -> list[float]:
         try:
             num, _, den = part.partition("/")
             value = float(num) / (float(den) if den else 1.0)
-        except ValueError:
+        except (ValueError, ZeroDivisionError):
             raise ConfigError(f"epsilon {part!r} is not a number or a fraction like 8/255") from None
         if not 0 <= value <= 1:
             raise ConfigError(f"epsilon {part!r} = {value:g} must be in [0, 1] (pixel units)")

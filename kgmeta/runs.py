@@ -4,14 +4,20 @@ A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
 logged event), ``checkpoints/last.pt`` and ``checkpoints/best.pt``, ``train.log``,
 ``summary.json`` and, when the optional packages are installed, ``tensorboard/`` and ``plots/``.
 Every file is written to a temporary name in the same folder and renamed over the old one, so a
-crash or a full disk during a write leaves the previous version intact. Checkpoints are plain
-dicts of tensors and Python scalars read back with ``torch.load(weights_only=True)``.
+crash or a full disk during a write leaves the previous version intact, and a failed write is a
+one-line :class:`~kgmeta.errors.CheckpointError` naming the file and the fix. Checkpoints are plain
+dicts of tensors and Python scalars read back with ``torch.load(weights_only=True)``: a file holding
+any other pickled object is refused, never run; weights holding NaN or inf are never written.
+:func:`check_run_dir` refuses a run folder whose entries are symbolic links leading out of it.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import pickle
 import re
 import tempfile
 import time
@@ -21,19 +27,56 @@ from typing import Any
 
 import torch
 
-from kgmeta.errors import CheckpointError
+from kgmeta.errors import CheckpointError, TrainingError
 
-__all__ = ["MetricsLog", "atomic_write", "load_checkpoint", "new_run_dir", "read_json",
-           "save_checkpoint", "write_json"]
+__all__ = ["MetricsLog", "append_line", "atomic_write", "check_run_dir", "load_checkpoint", "new_run_dir", "read_json",
+           "save_checkpoint", "save_torch", "write_json"]
 
 CHECKPOINT_FORMAT = 1
+_READ_ONLY = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _write_fix(exc: OSError) -> str:
+    """The fix for a failed write, by cause: a full disk, a read-only folder, anything else."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space and retry"
+    if exc.errno in _READ_ONLY:
+        return "make the folder writable or choose another output folder, and retry"
+    return "check that the folder exists, is writable and has free space, and retry"
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable; best effort (some file systems cannot fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink()
+    except OSError:  # already gone, or the folder turned read-only: nothing more to do
+        pass
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    A failure (full disk, read-only folder, crash) leaves any existing ``path`` untouched; the
-    error is re-raised as :class:`CheckpointError` naming the file.
+    The temporary file is fsynced before the rename. A failure (full disk, read-only folder,
+    Ctrl-C) removes the temporary file and leaves any existing ``path`` byte-identical; an
+    ``OSError`` is re-raised as :class:`CheckpointError` naming the file and the fix.
     """
     path = Path(path)
     try:
@@ -41,22 +84,49 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc}); check that the folder "
-                              f"exists, is writable and has free space") from None
+        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc}); {_write_fix(exc)}") from None
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        _fsync(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc}); the previous version "
-                              f"is kept; free disk space or fix permissions and retry") from None
+        _discard(tmp)
+        kept = "the previous version is kept" if path.is_file() else "nothing was written"
+        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc}); {kept}; "
+                              f"{_write_fix(exc)}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def append_line(path: str | os.PathLike, line: str, what: str) -> None:
+    """Append ``line`` to the text file ``path``; a failure is a CheckpointError naming the file,
+    ``what`` was being written and the fix."""
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot append {what} ({exc.strerror or exc}); "
+                              f"{_write_fix(exc)}") from None
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically.
+
+    The object is serialised in memory first and written as plain bytes, so a full disk or a
+    read-only folder surfaces as :class:`CheckpointError` (torch's own file writer reports them as
+    an unspecific RuntimeError).
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getbuffer()  # a view, not a second copy
+    try:
+        return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    finally:
+        data.release()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -87,16 +157,48 @@ def _json_default(obj: Any) -> Any:
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Save ``state`` (tensors, state dicts, scalars, strings, lists) atomically with torch.save."""
-    payload = {"format": CHECKPOINT_FORMAT, **state}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    """Save ``state`` (tensors, state dicts, scalars, strings, lists) atomically with torch.save.
+
+    Raises:
+        TrainingError: the model weights (``state["model"]``) hold NaN or inf; nothing is written,
+            so the previous checkpoint stays the last good one.
+        CheckpointError: the file cannot be written (full disk, read-only folder); the previous
+            version is kept.
+    """
+    bad = [k for k, v in dict(state.get("model") or {}).items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TrainingError(f"{path}: not written: the model weights hold NaN or inf at step "
+                            f"{state.get('step')} ({bad[0]}{' and more' if len(bad) > 1 else ''}); the "
+                            f"previous checkpoint is kept; lower train.lr or set train.grad_clip, then resume")
+    return save_torch(path, {"format": CHECKPOINT_FORMAT, **state})
+
+
+def _load_failure(path: Path, exc: Exception) -> CheckpointError:
+    """One line for an exception of torch.load(weights_only=True)."""
+    text = str(exc)
+    refused = re.search(r"GLOBAL (\S+)", text)
+    if isinstance(exc, pickle.UnpicklingError) and refused:
+        return CheckpointError(f"{path}: refused: the file holds a pickled Python object "
+                               f"({refused.group(1)}), and kgmeta loads only tensors and plain values, so "
+                               f"nothing in it was run; pass a checkpoint written by kgmeta train")
+    detail = re.search(r"Unsupported operand \d+|invalid load key[^.\n]*", text)
+    if detail:
+        why = detail.group(0)
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        why = lines[0].split(". ")[0] if lines else type(exc).__name__
+    return CheckpointError(f"{path}: corrupt or unreadable checkpoint ({why[:160]}); it may be truncated "
+                           f"or not a kgmeta checkpoint: delete it and resume from the other checkpoint, "
+                           f"or train again")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: nothing executes).
 
     Raises:
-        CheckpointError: missing, truncated, corrupt or foreign file.
+        CheckpointError: missing, truncated, corrupt or foreign file, or one that holds pickled
+            Python objects (refused without running them).
     """
     path = Path(path)
     if not path.is_file():
@@ -105,13 +207,51 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({first[:160]}); delete it "
-                              f"and resume from the other checkpoint, or train again") from None
+        raise _load_failure(path, exc) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a kgmeta checkpoint (format {state.get('format') if isinstance(state, dict) else '?'}); "
-                              f"pass a checkpoint written by kgmeta train")
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a kgmeta checkpoint (format {found!r}, expected "
+                              f"{CHECKPOINT_FORMAT}); pass a checkpoint written by kgmeta train")
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: not a kgmeta checkpoint (no model weights); pass a checkpoint "
+                              f"written by kgmeta train")
     return state
+
+
+# Entries of a run folder that kgmeta reads or writes (besides eval-*.json and robustness-*.json).
+RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "train.log", "summary.json", "checkpoints", "plots",
+               "tensorboard")
+
+
+def check_run_dir(run_dir: str | os.PathLike) -> Path:
+    """``run_dir``, after checking that what kgmeta writes there stays inside it.
+
+    The run folder itself may be a symbolic link (it is resolved), but none of its own entries
+    (:data:`RUN_ENTRIES`, ``eval-*.json``, ``robustness-*.json`` and the files in ``checkpoints/``
+    and ``plots/``) may be a link that leads outside it: appending to ``metrics.jsonl`` or writing
+    into ``plots/`` would follow it.
+
+    Raises:
+        CheckpointError: naming the link, its target and the fix.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return run_dir
+    real = run_dir.resolve()
+    entries = [run_dir / name for name in RUN_ENTRIES]
+    entries += [p for pattern in ("eval-*.json", "robustness-*.json") for p in run_dir.glob(pattern)]
+    for sub in ("checkpoints", "plots"):
+        folder = run_dir / sub
+        if folder.is_dir() and not folder.is_symlink():
+            entries += list(folder.iterdir())
+    for entry in entries:
+        if entry.is_symlink():
+            target = entry.resolve()
+            if not target.is_relative_to(real):
+                raise CheckpointError(f"{entry}: is a symbolic link to {target}, outside the run folder "
+                                      f"{real}; kgmeta writes only inside a run folder: replace the link by "
+                                      f"a real file or folder")
+    return run_dir
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -141,24 +281,25 @@ class MetricsLog:
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append ``record`` (JSON-serialisable) as one line."""
-        line = json.dumps(dict(record), default=_json_default)
-        try:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-        except OSError as exc:
-            raise CheckpointError(f"{self.path}: cannot append metrics ({exc.strerror or exc}); free "
-                                  f"disk space or fix permissions") from None
+        append_line(self.path, json.dumps(dict(record), default=_json_default), "metrics")
 
     def read(self) -> list[dict[str, Any]]:
         """All records, skipping a damaged last line (e.g. after a crash mid-write)."""
         if not self.path.is_file():
             return []
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise CheckpointError(f"{self.path}: cannot read the metrics ({exc.strerror or exc}); check "
+                                  f"its permissions") from None
         records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict):
+                records.append(record)
         return records
 
     def truncate_after(self, step: int) -> None:

@@ -812,8 +812,10 @@ def render_spec(spec: RenderSpec, n: int, seed: int = 0, size: int = 64,
     if not isinstance(spec, RenderSpec):
         raise TypeError(f"render_spec expects a RenderSpec, got {type(spec).__name__}")
     n, size = int(n), int(size)
-    if n < 0 or size < 8:
-        raise DataError(f"render: n={n} must be >= 0 and size={size} >= 8")
+    if n < 0:
+        raise DataError(f"render: n={n} images is negative; ask for 0 or more")
+    if size < 8:
+        raise DataError(f"render: size={size} px is too small; use size >= 8")
     chunks = [_render_chunk(spec, seed, c, size) for c in range((n + CHUNK - 1) // CHUNK)]
     grey = np.concatenate(chunks)[:n] if chunks else np.zeros((0, size, size), np.uint8)
     return _colourise(grey, spec, channels)
@@ -952,6 +954,16 @@ def _sanitise(label: str) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a renamed temporary file; no fsync per file (a benchmark
+    folder holds thousands of images that can be rendered again bit for bit)."""
+    try:
+        _write_renamed(path, data)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write ({exc.strerror or exc}); free disk space or choose a "
+                        f"writable output folder and retry") from None
+
+
+def _write_renamed(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -996,7 +1008,11 @@ def write_folders(ontology, out_dir, n_per_class: int = 600, seed: int = 0, size
             used[folder] = iri
             spec = class_attributes(ontology, iri)
             d = out / sp / folder
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DataError(f"{d}: cannot create the folder ({exc.strerror or exc}); choose a "
+                                f"writable output folder") from None
             imgs = render_spec(spec, n_per_class, seed, size)
             width = max(4, len(str(n_per_class - 1)))
             for i, im in enumerate(imgs):

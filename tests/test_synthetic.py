@@ -249,3 +249,23 @@ def test_shipped_ontology_env(tmp_path, monkeypatch):
     monkeypatch.setenv("KGMETA_ONTOLOGY", str(tmp_path / "missing.ttl"))
     with pytest.raises(OntologyError, match="KGMETA_ONTOLOGY"):
         synthetic.shipped_ontology_path()
+
+
+def test_write_folders_into_a_read_only_folder_is_a_data_error(tmp_path):
+    import os
+
+    from kgmeta.errors import DataError
+    from kgmeta.synthetic import shipped_ontology_path, write_folders
+    from kgmeta.ontology import load_ontology
+
+    if os.geteuid() == 0:  # root ignores folder permissions: simulate with a file in the way
+        (tmp_path / "out").write_text("not a folder")
+        target = tmp_path / "out"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        target = ro / "out"
+    with pytest.raises(DataError, match="cannot create the folder|cannot write"):
+        write_folders(load_ontology([str(shipped_ontology_path())]), target, n_per_class=1, size=8,
+                      split="val")
