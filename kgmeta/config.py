@@ -17,7 +17,8 @@ Type rules: an int is accepted where a float is expected, and so is a numeric st
 ``"1e-3"`` (PyYAML reads ``1e-3`` without a dot as a string); a bool is never an int; ``null`` is
 accepted only by optional keys; list elements are checked one by one; lists are stored as tuples
 so the config stays immutable and hashable. On the command line only, a non-string scalar given to
-a string key is kept as the text typed (``--set name=2024`` gives the string ``"2024"``).
+a string key, or as an item of a list of strings, is kept as the text typed (``--set name=2024``
+gives the string ``"2024"``, ``--set data.train_classes=[0,1]`` the class names ``"0"``, ``"1"``).
 
 Only ``train.build(cfg)`` reads the config; modules below it take explicit arguments.
 """
@@ -245,6 +246,18 @@ class ModelConfig(_Section):
     weights_path: str | None = _opt(
         None, "pretrained backbone weights loaded before meta-training; null: random init",
         min_len=1)
+    bn_mode: Literal["transductive", "running"] = _opt(
+        "transductive", "BatchNorm statistics: `transductive` (each episode's batch, the usual "
+        "few-shot protocol) or `running` (running averages at test time; lets ProtoNet and "
+        "fine-tune evaluation cache features, see train.feature_cache)")
+
+    def _check(self) -> None:
+        if self.weights_path is not None and self.backbone != "resnet18":
+            raise _KeyedError(
+                "model.weights_path",
+                f"model.weights_path is set but model.backbone is {self.backbone!r}; pretrained "
+                f"weights load into resnet18 only: set model.backbone=resnet18 or remove "
+                f"model.weights_path", related=("model.backbone",))
 
 
 @dataclass(frozen=True)
@@ -259,6 +272,10 @@ class TrainConfig(_Section):
     prior_lr: float = _opt(
         3e-3, "learning rate of the GNN and prior head (lets the prior strength tau move)", gt=0.0)
     weight_decay: float = _opt(0.0, "outer-loop weight decay", ge=0.0)
+    decouple_prior: bool = _opt(
+        False, "true: train the backbone only through the episode loss without the graph prior "
+        "and the GNN / prior head only through the loss with it (features held fixed there); "
+        "false: one joint loss (measured better on the synthetic benchmark, see README)")
     align_weight: float = _opt(
         0.1, "weight of the loss pulling prior means toward seen-class visual means", ge=0.0)
     link_weight: float = _opt(
@@ -272,6 +289,15 @@ class TrainConfig(_Section):
         "auto", "`auto` (CUDA if available, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`",
         pattern=r"auto|cpu|mps|cuda(:[0-9]+)?")
     amp: bool = _opt(True, "bf16 autocast on CUDA; ignored on CPU")
+    maml_vmap: bool = _opt(
+        False, "MAML family: run equal-shaped tasks of a meta-batch as one torch.func.vmap "
+        "(same losses and gradients as the per-task loop; on a CPU it measured slower than the "
+        "loop, see benchmarks/speed.py)")
+    vmap_chunk: int | None = _opt(
+        None, "with maml_vmap: tasks vectorised at a time (bounds memory); null: all", ge=1)
+    feature_cache: bool = _opt(
+        True, "evaluate ProtoNet / fine-tune from features cached once per image when the "
+        "backbone's features do not depend on the batch (model.bn_mode: running)")
     wandb: bool = _opt(
         False, "also log to Weights & Biases (needs `pip install kgmeta[wandb]`; offline unless "
         "WANDB_MODE says otherwise)")
@@ -336,7 +362,8 @@ for _name, _cls in _SECTIONS.items():
 # Keys that may differ between a checkpoint's config and the config resuming it: where and how
 # long to run, and where caches live; nothing that changes the model or its training.
 FINGERPRINT_IGNORED: tuple[str, ...] = (
-    "name", "out_dir", "train.steps", "train.device", "ontology.cache_dir", "data.memory_cap_mb")
+    "name", "out_dir", "train.steps", "train.device", "ontology.cache_dir", "data.memory_cap_mb",
+    "train.maml_vmap", "train.vmap_chunk", "train.feature_cache")
 
 
 # --------------------------------------------------------------------------- types
@@ -726,16 +753,28 @@ def _merge(dst: dict, src: Mapping, label: str, sources: dict[str, str], prefix:
             sources[path] = label
 
 
-def _plain(v: Any, label: str, path: str, depth: int) -> Any:
-    """A deep copy of parsed YAML (dicts and lists copied) whose mapping keys are names."""
+_MAX_VALUES = 100_000  # per top-level key: far above any real config, far below an alias bomb
+
+
+def _plain(v: Any, label: str, path: str, depth: int, budget: list[int] | None = None) -> Any:
+    """A deep copy of parsed YAML (dicts and lists copied) whose mapping keys are names.
+
+    At most ``_MAX_VALUES`` values are copied: YAML aliases share one object, so a few lines of
+    nested aliases ("billion laughs") stand for billions of values that a copy would expand."""
+    if budget is None:
+        budget = [_MAX_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"{label}: {path or 'the config'} holds more than {_MAX_VALUES} values "
+                          f"(nested YAML aliases?); write plain values")
     if depth > 20:
         raise ConfigError(f"{label}: {path or 'the config'} is nested more than 20 levels deep "
                           f"(a recursive YAML alias?); write plain values")
     if isinstance(v, Mapping):
-        return {_check_key(k, label, path): _plain(x, label, _join(path, k), depth + 1)
+        return {_check_key(k, label, path): _plain(x, label, _join(path, k), depth + 1, budget)
                 for k, x in v.items()}
     if isinstance(v, list):
-        return [_plain(x, label, path, depth + 1) for x in v]
+        return [_plain(x, label, path, depth + 1, budget) for x in v]
     return v
 
 
@@ -781,7 +820,25 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
         base_tp = _strip_optional(tp)
         if base_tp is str or typing.get_origin(base_tp) is Literal:
             value = raw.strip()  # keep `--set name=2024` as the text typed
+    elif tp is not None and isinstance(value, list) and _is_str_list(tp):
+        value = _typed_items(raw, value)  # `--set data.train_classes=[0,1]`: class names "0", "1"
     return parts, value
+
+
+def _is_str_list(tp: Any) -> bool:
+    base = _strip_optional(tp)
+    return typing.get_origin(base) is tuple and typing.get_args(base)[0] is str
+
+
+def _typed_items(raw: str, value: list) -> list:
+    """The items of a flow list as typed: plain numbers and booleans stay the text written
+    (``[0, 1e3, true]`` -> ``["0", "1e3", "true"]``); null, nested lists and mappings stay as
+    parsed, to be reported as wrong types."""
+    node = yaml.compose(raw, Loader=_StrictLoader)  # parsed above, so this cannot fail
+    if not isinstance(node, yaml.SequenceNode) or len(node.value) != len(value):
+        return value
+    return [n.value if isinstance(n, yaml.ScalarNode) and v is not None
+            and not isinstance(v, str) else v for n, v in zip(node.value, value)]
 
 
 def _source_of(keys: Sequence[str], sources: Mapping[str, str], default: str) -> str:
@@ -917,11 +974,19 @@ def config_diff(a: RunConfig, b: RunConfig,
     return [(k, fa[k], fb[k]) for k in _selected(keys) if fa[k] != fb[k]]
 
 
+_MISSING = object()
+
+
 def config_fingerprint(cfg: RunConfig, keys: Iterable[str] | None = None) -> str:
     """sha256 hex digest of the selected keys (leaf keys or section names; None: every key
-    except FINGERPRINT_IGNORED, i.e. what must match to resume a checkpoint)."""
+    except FINGERPRINT_IGNORED, i.e. what must match to resume a checkpoint).
+
+    Keys at their built-in default are left out, so a key added in a later version (at its
+    default) leaves the fingerprints of existing runs unchanged; two configs still get the same
+    digest exactly when their selected keys have the same values."""
     flat = _flat(config_to_dict(cfg))
-    payload = {k: flat[k] for k in _selected(keys)}
+    defaults = _flat(config_to_dict(RunConfig()))
+    payload = {k: flat[k] for k in _selected(keys) if flat[k] != defaults.get(k, _MISSING)}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from kgmeta.graph import KnowledgeGraph
     from kgmeta.learners.base import Learner
 
-__all__ = ["KGMetaModel", "PriorHead", "class_visual_means"]
+__all__ = ["KGMetaModel", "PriorHead", "class_visual_means", "prior_only"]
 
 
 class PriorHead(nn.Module):
@@ -58,6 +58,22 @@ class PriorHead(nn.Module):
         return Priors(mean=self.mean(z), strength=F.softplus(self.strength(z)).squeeze(1))
 
 
+def prior_only(loss: Tensor, priors: Sequence[Priors]) -> Tensor:
+    """A surrogate of ``loss`` whose gradient reaches ONLY what ``priors`` were computed from (the
+    GNN and prior head), with the exact value of ``d loss / d priors`` there; its value is ``loss``.
+
+    ``loss`` may depend on the backbone too (a MAML inner loop started from the priors); the
+    backbone gets no gradient from the surrogate. ProtoNet does the same more cheaply by detaching
+    its features (:meth:`kgmeta.learners.protonet.ProtoNet.losses`).
+    """
+    tensors = [t for p in priors for t in (p.mean, p.strength) if t.requires_grad]
+    if not tensors:
+        return loss.detach()
+    grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+    surrogate = sum((t * g.detach()).sum() for t, g in zip(tensors, grads) if g is not None)
+    return loss.detach() + surrogate - surrogate.detach()
+
+
 def class_visual_means(feats: Tensor, labels: Tensor, n_way: int) -> tuple[Tensor, Tensor]:
     """Per-class mean feature ``[n_way, d]`` and a mask ``[n_way]`` of classes with any image."""
     counts = torch.bincount(labels, minlength=n_way)[:n_way]                          # [n_way]
@@ -80,11 +96,21 @@ class KGMetaModel(nn.Module):
         link_weight: weight of a link-prediction loss on the ontology (DistMult on ``z``, one
             corrupted triple per sampled edge) added once per meta-batch; 0 turns it off.
         link_batch: ontology edges sampled per meta-batch for that loss.
+        decouple: train the backbone only through the episode loss WITHOUT priors (episodes with
+            shots) and the GNN and prior head only through the loss WITH them (the backbone's
+            features are constants there): the backbone learns exactly as the unconditioned
+            learner does, and the prior learns to add to it. False: one joint loss, whose
+            gradient also bends the backbone toward the priors.
+        maml_vmap: for MAML-family learners, run a meta-batch's equal-shaped tasks as one
+            ``torch.func.vmap`` (:func:`kgmeta.learners.maml.maml_vmap_loss`; same losses and
+            gradients as the per-task loop); ignored by other learners.
+        vmap_chunk: tasks vectorised at a time under ``maml_vmap``; None: all.
     """
 
     def __init__(self, learner: "Learner", kg: "KnowledgeGraph | None" = None,
                  encoder: "GraphEncoder | None" = None, prior_head: PriorHead | None = None,
-                 align_weight: float = 0.1, link_weight: float = 0.0, link_batch: int = 512) -> None:
+                 align_weight: float = 0.1, link_weight: float = 0.0, link_batch: int = 512,
+                 decouple: bool = False, maml_vmap: bool = False, vmap_chunk: int | None = None) -> None:
         super().__init__()
         if (kg is None) != (encoder is None):
             raise DataError("KGMetaModel needs both a knowledge graph and an encoder, or neither")
@@ -97,6 +123,9 @@ class KGMetaModel(nn.Module):
         self.align_weight = float(align_weight)
         self.link_weight = float(link_weight)
         self.link_batch = int(link_batch)
+        self.decouple = bool(decouple)
+        self.maml_vmap = bool(maml_vmap)
+        self.vmap_chunk = vmap_chunk
         self.link_scorer = None
         if encoder is not None and self.link_weight > 0:
             from kgmeta.gnn import DistMult
@@ -145,33 +174,73 @@ class KGMetaModel(nn.Module):
             z: graph embeddings computed once for the meta-batch (computed here when None).
             use_prior: False evaluates a conditioned model without its prior (ablation at test).
         """
+        from kgmeta.learners.protonet import ProtoNet
+
         priors = self.priors(episode.class_iris, z) if (self.conditioned and use_prior) else None
-        loss, logits = self.learner.loss(episode, priors)
+        split = priors is not None and self.training and self.decouple
+        has_shots = episode.support_images.shape[0] > 0
+        if isinstance(self.learner, ProtoNet):  # both losses from one backbone pass
+            loss, plain, logits = self.learner.losses(episode, priors, plain=split and has_shots,
+                                                      detach_prior=split)
+        else:
+            loss, logits = self.learner.loss(episode, priors)
+            if split:
+                loss = prior_only(loss, [priors])
+            plain = self.learner.loss(episode, None)[0] if split and has_shots else None
         parts = {"episode": loss.detach()}
-        if priors is not None and self.training and self.align_weight > 0:
-            if episode.support_images.shape[0] > 0:
-                images, labels = episode.support_images, episode.support_labels
-            else:
-                images, labels = episode.query_images, episode.query_labels
-            with torch.no_grad():
-                visual, seen = class_visual_means(self.backbone(images), labels, episode.n_way)  # [n_way, d]
-            align = (priors.mean[seen] - visual[seen]).pow(2).mean()
+        if plain is not None:
+            loss = loss + plain
+            parts["plain"] = plain.detach()
+        align = self.align_loss(episode, priors)
+        if align is not None:
             loss = loss + self.align_weight * align
             parts["align"] = align.detach()
         return loss, logits, parts
 
+    def align_loss(self, episode: "Episode", priors: Priors | None) -> Tensor | None:
+        """``mean_c ||m_c - stopgrad(v_c)||^2 / d`` over the episode's classes with images (None
+        when not training, without priors or with ``align_weight`` 0); ``v_c`` is the class's mean
+        feature over every labelled image of the episode, embedded in one batch."""
+        if priors is None or not self.training or self.align_weight <= 0:
+            return None
+        images = torch.cat([episode.support_images, episode.query_images])   # [S+Q, C, H, W]
+        labels = torch.cat([episode.support_labels, episode.query_labels])   # [S+Q]
+        with torch.no_grad():
+            visual, seen = class_visual_means(self.backbone(images), labels, episode.n_way)  # [n_way, d]
+        return (priors.mean[seen] - visual[seen]).pow(2).mean()
+
     def meta_batch_loss(self, episodes: Sequence["Episode"]) -> tuple[Tensor, dict[str, float]]:
-        """Mean loss over a meta-batch, running the GNN once for all its episodes."""
+        """Mean loss over a meta-batch, running the GNN once for all its episodes (and, with
+        ``maml_vmap`` and a MAML-family learner, the episodes' inner loops as one vmap)."""
+        from kgmeta.learners.maml import MAML
+
         z = self.graph_embeddings()
-        total = None
-        sums: dict[str, Tensor] = {}
-        for episode in episodes:
-            loss, _, parts = self.episode_loss(episode, z)
-            total = loss if total is None else total + loss
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0) + value
         n = len(episodes)
-        total = total / n
+        if self.maml_vmap and isinstance(self.learner, MAML):
+            priors = [self.priors(ep.class_iris, z) for ep in episodes] if self.conditioned else None
+            total, _ = self.learner.meta_batch_loss(episodes, priors, self.vmap_chunk)
+            sums: dict[str, Tensor] = {"episode": total.detach() * n}
+            shot = [ep for ep in episodes if ep.support_images.shape[0] > 0]
+            if priors is not None and self.training and self.decouple:
+                total = prior_only(total, priors)
+                if shot:
+                    plain, _ = self.learner.meta_batch_loss(shot, None, self.vmap_chunk)  # mean over `shot`
+                    total = total + plain * len(shot) / n
+                    sums["plain"] = plain.detach() * len(shot)
+            aligns = [self.align_loss(ep, pr) for ep, pr in zip(episodes, priors or [None] * n)]
+            if aligns and aligns[0] is not None:
+                align = torch.stack(aligns).sum()
+                total = total + self.align_weight * align / n
+                sums["align"] = align.detach()
+        else:
+            total = None
+            sums = {}
+            for episode in episodes:
+                loss, _, parts = self.episode_loss(episode, z)
+                total = loss if total is None else total + loss
+                for key, value in parts.items():
+                    sums[key] = sums.get(key, 0) + value
+            total = total / n
         means = {key: float(value) / n for key, value in sums.items()}
         if self.link_scorer is not None and self.training:
             link = self.link_loss(z)

@@ -36,14 +36,16 @@ from kgmeta.episodes import EpisodeSampler, EpisodeSpec, episode_list, materiali
 from kgmeta.errors import CheckpointError, ConfigError, TrainingError
 from kgmeta.metrics import EpisodeMetrics, mean_ci95
 from kgmeta.model import KGMetaModel
-from kgmeta.runs import MetricsLog, load_checkpoint, new_run_dir, save_checkpoint, write_json
+from kgmeta.runs import (MetricsLog, append_line, check_run_dir, load_checkpoint, new_run_dir,
+                         save_checkpoint, write_json)
 
 if TYPE_CHECKING:
     from kgmeta.episodes import Episode
+    from kgmeta.features_cache import FeatureCache
     from kgmeta.learners.base import Learner
 
 __all__ = ["Experiment", "build", "evaluate_episodes", "evaluate_run", "evaluate_shots", "fit",
-           "format_results", "load_run", "meta_train"]
+           "feature_cache", "format_results", "load_run", "meta_train"]
 
 
 def meta_train(learner: "Learner", sample_episode: Callable[[], "Episode"], steps: int, *, lr: float = 1e-3,
@@ -131,7 +133,10 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> cuda when available, else cpu; anything else as given (checked)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but no CUDA device is available; use auto or cpu")
     return device
@@ -291,6 +296,7 @@ def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experimen
                      cache_dir=cfg.ontology.cache_dir)
     m = cfg.model
     backbone = build_backbone(m.backbone, in_channels=cfg.data.channels, image_size=cfg.data.image_size,
+                              bn_mode=m.bn_mode,
                               **({"weights_path": m.weights_path} if m.weights_path else {}))
     kw: dict[str, Any] = {}
     if m.learner in ("maml", "fomaml", "anil", "reptile"):
@@ -311,7 +317,9 @@ def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experimen
             raise ConfigError(f"model.conditioning=kg but classes {missing[:5]} have no ontology node; "
                               f"map them in data.classes or set model.conditioning=none")
     model = KGMetaModel(learner, kg if encoder is not None else None, encoder,
-                        align_weight=cfg.train.align_weight, link_weight=cfg.train.link_weight)
+                        align_weight=cfg.train.align_weight, link_weight=cfg.train.link_weight,
+                        decouple=cfg.train.decouple_prior,
+                        maml_vmap=cfg.train.maml_vmap, vmap_chunk=cfg.train.vmap_chunk)
     if g.pretrain_epochs > 0 and encoder is not None:
         from kgmeta.gnn import pretrain_link_prediction
 
@@ -322,9 +330,15 @@ def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experimen
 def _sampler(exp: Experiment, split: str, k_shot: int, *, zero_shot_prob: float = 0.0,
              seed: int = 0) -> EpisodeSampler:
     classes = exp.splits[split]
-    n_way = min(exp.cfg.episodes.n_way, len(classes))
+    n_way = exp.cfg.episodes.n_way
+    if len(classes) < n_way and split != "val":
+        raise ConfigError(f"episodes.n_way={n_way} but the {split} split has only {len(classes)} "
+                          f"classes; lower episodes.n_way to at most {len(classes)} or add {split} classes "
+                          f"(data.{split}_classes)")
+    n_way = min(n_way, len(classes))  # meta-val (model selection only) may use fewer ways
     if n_way < 2:
-        raise ConfigError(f"split {split!r} has {len(classes)} class(es); episodes need at least 2")
+        raise ConfigError(f"the {split} split has {len(classes)} class(es) but episodes need at least 2; "
+                          f"add classes to data.{split}_classes")
     return EpisodeSampler(exp.dataset, classes, n_way, k_shot, exp.cfg.episodes.q_query,
                           seed=seed, zero_shot_prob=zero_shot_prob)
 
@@ -357,15 +371,37 @@ def _attack_some(model: KGMetaModel, episodes: list["Episode"], adv: Any,
     return out
 
 
+def feature_cache(exp: Experiment, classes: Sequence[int]) -> "FeatureCache | None":
+    """Features of every image of ``classes`` under the current backbone, when ``train.feature_cache``
+    is on and the model allows it (ProtoNet or fine-tune, backbone features independent of the
+    batch: ``model.bn_mode: running``); None otherwise."""
+    from kgmeta.features_cache import FeatureCache, cacheable
+
+    if not (exp.cfg.train.feature_cache and cacheable(exp.model)):
+        return None
+    return FeatureCache(exp.model.backbone, exp.dataset, sorted(set(int(c) for c in classes)), exp.device)
+
+
 def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: bool = True,
-                   progress: bool = False, desc: str = "evaluate") -> dict[str, Any]:
+                   progress: bool = False, desc: str = "evaluate",
+                   cache: "FeatureCache | None | bool" = True) -> dict[str, Any]:
     """Evaluate ``exp.model`` on saved episode specs; returns the metrics summary.
 
     The summary of :class:`~kgmeta.metrics.EpisodeMetrics` plus, when the classes are ontology
     nodes, ``mistake_severity`` (mean hop distance in the ontology graph between the predicted and
     the true class over wrong predictions) and ``accuracy_by_hops`` (per-class accuracy grouped by
     the class's hop distance to the nearest meta-train class).
+
+    ``cache``: a :class:`~kgmeta.features_cache.FeatureCache` of the specs' classes to evaluate
+    from; True (default) builds one when :func:`feature_cache` allows it; False never caches. The
+    cached path gives the same predictions as the per-episode one (tested), in a fraction of the time.
     """
+    if cache is True:
+        cache = feature_cache(exp, [c for spec in specs for c in spec.classes])
+    if cache:
+        from kgmeta.features_cache import evaluate_cached
+
+        return evaluate_cached(exp.model, cache, specs, use_prior=use_prior, exp=exp)
     model, dataset, device = exp.model, exp.dataset, exp.device
     metrics = EpisodeMetrics()
     severity = MistakeSeverity(exp.kg)
@@ -449,13 +485,14 @@ def evaluate_shots(exp: Experiment, split: str = "test", shots: Sequence[int] | 
     episodes = cfg.episodes.eval_episodes if episodes is None else episodes
     out: dict[str, Any] = {"split": split, "episodes": episodes, "n_way": min(cfg.episodes.n_way,
                            len(exp.splits[split])), "with_prior": {}, "without_prior": {}}
+    cache = feature_cache(exp, exp.splits[split]) or False  # one pass over the split's images
     for k in shots:
         specs = eval_specs(exp, split, k, episodes, cfg.train.seed + 1)
         if exp.model.conditioned:
             out["with_prior"][f"{k}shot"] = evaluate_specs(exp, specs, use_prior=True, progress=progress,
-                                                           desc=f"{split} {k}-shot")
+                                                           desc=f"{split} {k}-shot", cache=cache)
         out["without_prior"][f"{k}shot"] = (None if k == 0 else evaluate_specs(
-            exp, specs, use_prior=False, progress=progress, desc=f"{split} {k}-shot, no prior"))
+            exp, specs, use_prior=False, progress=progress, desc=f"{split} {k}-shot, no prior", cache=cache))
     if not exp.model.conditioned:
         out["with_prior"] = None
     return out
@@ -468,9 +505,7 @@ class _RunLog:
         self.path, self.quiet = path, quiet
 
     def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", "to the log")
         if not self.quiet:
             tqdm.write(message, file=sys.stderr)
 
@@ -514,7 +549,7 @@ class _ScalarLog:
 
 def _model_parameters(model: KGMetaModel) -> list[torch.nn.Parameter]:
     params = list(model.learner.outer_parameters())
-    for part in (model.encoder, model.prior_head):
+    for part in (model.encoder, model.prior_head, model.link_scorer):
         if part is not None:
             params += [p for p in part.parameters() if p.requires_grad]
     return params
@@ -522,7 +557,8 @@ def _model_parameters(model: KGMetaModel) -> list[torch.nn.Parameter]:
 
 def _optimizer(model: KGMetaModel, params: list[torch.nn.Parameter], t: Any) -> torch.optim.Adam:
     """Adam with the GNN and prior head at ``train.prior_lr``, everything else at ``train.lr``."""
-    prior = {id(p) for part in (model.encoder, model.prior_head) if part is not None for p in part.parameters()}
+    prior = {id(p) for part in (model.encoder, model.prior_head, model.link_scorer) if part is not None
+             for p in part.parameters()}
     groups = [{"params": [p for p in params if id(p) not in prior]},
               {"params": [p for p in params if id(p) in prior], "lr": t.prior_lr}]
     return torch.optim.Adam([g for g in groups if g["params"]], lr=t.lr, weight_decay=t.weight_decay)
@@ -543,7 +579,8 @@ def _check_fingerprint(state: dict[str, Any], cfg: RunConfig, path: Path) -> Non
             diff = []
         what = f"differs in {diff[:5]}" if diff else "written by another version of kgmeta's config"
         raise CheckpointError(f"{path}: checkpoint was written with a different config ({what}); "
-                              f"resume with the run's own config.yaml or start a new run")
+                              f"use the config it was written with (stored in the checkpoint) or start a "
+                              f"new run")
 
 
 def _load_model_state(exp: Experiment, state: dict[str, Any], path: Path) -> None:
@@ -559,7 +596,7 @@ def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
                      resume: str | os.PathLike | None) -> tuple[RunConfig, Path, dict[str, Any] | None]:
     """(config, run folder, checkpoint state to resume or None); creates the folder."""
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = check_run_dir(resume)
         saved = load_config(run_dir / "config.yaml")
         last = run_dir / "checkpoints" / "last.pt"
         state = load_checkpoint(last)
@@ -571,7 +608,7 @@ def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
     if cfg is None:
         raise ConfigError("fit needs a config unless it resumes a run")
     if out is not None:
-        run_dir = Path(out)
+        run_dir = check_run_dir(out)
         if (run_dir / "checkpoints" / "last.pt").exists():
             raise CheckpointError(f"{run_dir}: already holds a run; resume it with --resume {run_dir} "
                                   f"or choose another --out")
@@ -609,7 +646,7 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
         The run summary (also written to ``summary.json``): run folder, steps, best meta-val
         accuracy and, with ``evaluate``, the test accuracy per shot with and without the prior.
     """
-    probe = torch.device(str(device)) if device is not None else resolve_device(
+    probe = resolve_device(str(device)) if device is not None else resolve_device(
         (cfg.train.device if cfg is not None else "auto"))
     ctx = init_from_env(probe)
     try:
@@ -646,7 +683,12 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     start, best_val, best_step = 0, None, None
     if state is not None:
         _load_model_state(exp, state, run_dir / "checkpoints" / "last.pt")
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: no optimiser state fits this "
+                                  f"model ({type(exc).__name__}); resume from a last.pt written by kgmeta "
+                                  f"train, not a copy of best.pt") from None
         start, best_val, best_step = int(state["step"]), state.get("best_val"), state.get("best_step")
         if ctx.is_main:
             metrics_log.truncate_after(start)
@@ -682,14 +724,16 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
             value = float(logged[0])
             parts = dict(zip(parts, logged[1:].tolist()))
             if not math.isfinite(value):
-                raise TrainingError(f"loss is {value} at step {step + 1} (lr={t.lr}); the last good "
-                                    f"checkpoint {ckpt_dir / 'last.pt'} is intact; lower train.lr or set "
-                                    f"train.grad_clip")
+                kept = (f"the last good checkpoint {ckpt_dir / 'last.pt'} is intact"
+                        if (ckpt_dir / "last.pt").is_file() else "no checkpoint was written yet")
+                raise TrainingError(f"loss is {value} at step {step + 1} (lr={t.lr}); {kept}; lower "
+                                    f"train.lr or set train.grad_clip")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             all_reduce_grads(params, ctx)
-            if t.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            if t.grad_clip is not None:  # per group: a large prior gradient never shrinks the backbone's
+                for group in optimizer.param_groups:
+                    torch.nn.utils.clip_grad_norm_(group["params"], t.grad_clip)
             optimizer.step()
             completed = done = step + 1
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
@@ -799,14 +843,17 @@ def format_results(results: dict[str, Any]) -> str:
 def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = None,
              checkpoint: str = "best") -> Experiment:
     """Rebuild a finished (or interrupted) run from its folder with its best (else last) weights."""
-    run_dir = Path(run_dir)
+    run_dir = check_run_dir(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir}: no config.yaml; pass a run folder written by kgmeta train")
     cfg = load_config(run_dir / "config.yaml")
-    exp = build(cfg, device)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint == "best" and not path.exists():
         path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():  # before the (slow) build
+        raise CheckpointError(f"{path}: checkpoint not found; the run folder is incomplete: train it "
+                              f"again, or resume it if it holds checkpoints/last.pt")
+    exp = build(cfg, device)
     state = load_checkpoint(path, exp.device)
     _check_fingerprint(state, cfg, path)
     _load_model_state(exp, state, path)

@@ -187,3 +187,58 @@ def test_shuffling_the_edges_removes_the_zero_shot_gain(kg):
     shuffled = [zero_shot_accuracy(rewire(kg, seed)) for seed in (1, 2)]
     assert true_graph > 0.8, true_graph
     assert max(shuffled) <= chance + 0.1, shuffled  # about chance (or below: the prior points elsewhere)
+
+
+# ---- decoupled training: the backbone learns as the plain learner, the prior on top -------------
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("learner", ["protonet", "maml"])
+def test_decoupled_backbone_gets_the_plain_gradient_and_the_prior_the_conditioned_one(kg, learner):
+    """decouple=True: the backbone's gradient is that of the unconditioned loss, the GNN's and prior
+    head's that of the conditioned loss (which, coupled, also reaches the backbone)."""
+    kw = {"inner_steps": 1} if learner == "maml" else {}
+    episode = make_episode(((0, 0), (1, 1), (2, 2)), 2, 3, torch.Generator().manual_seed(2))
+    model = tiny_model(kg, learner, linear=True, **kw)
+    model.align_weight = 0.0
+    model.decouple = True
+    loss, parts = model.meta_batch_loss([episode])
+    loss.backward()
+    assert set(parts) == {"episode", "plain"}
+    decoupled = _grads(model)
+
+    model.zero_grad()
+    model.learner.loss(episode, None)[0].backward()          # plain loss alone
+    plain = _grads(model)
+    model.zero_grad()
+    z = model.graph_embeddings()
+    model.learner.loss(episode, model.priors(episode.class_iris, z))[0].backward()  # conditioned loss alone
+    conditioned = _grads(model)
+
+    backbone = [n for n in decoupled if n.startswith("learner.")]
+    prior = [n for n in decoupled if n.startswith(("encoder.", "prior_head."))]
+    assert backbone and prior
+    for n in backbone:
+        torch.testing.assert_close(decoupled[n], plain[n])
+    for n in prior:
+        torch.testing.assert_close(decoupled[n], conditioned[n], rtol=1e-5, atol=1e-7)
+    # coupled, the conditioned loss would have reached the backbone as well
+    assert any(float(conditioned[n].abs().sum()) > 0 for n in backbone if n in conditioned)
+
+
+def test_prior_only_keeps_the_value_and_routes_gradient_to_the_priors():
+    from kgmeta.model import prior_only
+
+    w = torch.randn(3, requires_grad=True)                 # stands for the backbone
+    mean = torch.randn(2, 3, requires_grad=True)
+    strength = torch.rand(2, requires_grad=True)
+    loss = ((mean * w).sum() + strength.pow(2).sum() * w.sum()) ** 2
+    surrogate = prior_only(loss, [Priors(mean, strength)])
+    assert float(surrogate.detach()) == pytest.approx(float(loss.detach()))
+    surrogate.backward()
+    assert w.grad is None
+    gm, gs = torch.autograd.grad(loss, [mean, strength])
+    torch.testing.assert_close(mean.grad, gm)
+    torch.testing.assert_close(strength.grad, gs)

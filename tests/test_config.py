@@ -161,7 +161,7 @@ def test_duplicate_key_is_an_error(tmp_path):
     ("graph.embed_dim", "big", "expected an int, got a string"),
     ("graph.dropout", "abc", "expected a float, got a string"),
     ("data.image_size", "64.0", "whole number"),
-    ("data.roots", "[a, 1]", r"data\.roots\[1\] = 1 has the wrong type: expected a string"),
+    ("data.roots", "[a, [1]]", r"data\.roots\[1\] = \[1\] has the wrong type: expected a string"),
     ("episodes.eval_shots", "[0, x]", r"episodes\.eval_shots\[1\]"),
     ("episodes.n_way", "{a: 1}", "got a mapping"),
     ("model.inner_lr", "[0.1]", "expected a float, got a list"),
@@ -419,6 +419,16 @@ def test_fingerprint_ignores_run_location_but_not_model():
     assert config_fingerprint(load_config(None, ["episodes.n_way=3"])) != fp
     assert config_fingerprint(load_config(None, ["train.lr=0.01"])) != fp
     assert {"name", "out_dir", "train.steps", "train.device"} <= set(FINGERPRINT_IGNORED)
+
+
+def test_fingerprint_leaves_out_keys_at_their_default():
+    """A key added later at its default must not change the fingerprints of existing runs: the
+    default config hashes the empty payload, and one changed key hashes just that key."""
+    import hashlib
+
+    assert config_fingerprint(RunConfig()) == hashlib.sha256(b"{}").hexdigest()
+    changed = load_config(None, ["model.bn_mode=running"])
+    assert config_fingerprint(changed) == hashlib.sha256(b'{"model.bn_mode":"running"}').hexdigest()
 
 
 def test_fingerprint_and_diff_with_selected_keys():

@@ -14,7 +14,7 @@ from kgmeta.features_cache import FeatureCache, cacheable, evaluate_cached
 from kgmeta.learners.finetune import FineTune
 from kgmeta.learners.maml import MAML
 from kgmeta.model import KGMetaModel
-from kgmeta.train import build, eval_specs, evaluate_specs
+from kgmeta.train import build, eval_specs, evaluate_shots, evaluate_specs, feature_cache
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
 
@@ -46,10 +46,10 @@ def test_cached_protonet_equals_uncached(exp, use_prior):
     cache = FeatureCache(exp.model.backbone, exp.dataset, exp.splits["test"], "cpu", batch_size=7)
     for spec in specs[:3]:  # same predictions, episode by episode
         got = evaluate_cached(exp.model, cache, [spec], use_prior=use_prior, exp=exp)
-        ref = evaluate_specs(exp, [spec], use_prior=use_prior)
+        ref = evaluate_specs(exp, [spec], use_prior=use_prior, cache=False)
         assert _per_episode(got) == _per_episode(ref)
     got = evaluate_cached(exp.model, cache, specs, use_prior=use_prior, exp=exp)
-    ref = evaluate_specs(exp, specs, use_prior=use_prior)
+    ref = evaluate_specs(exp, specs, use_prior=use_prior, cache=False)
     assert got == ref
 
 
@@ -61,7 +61,7 @@ def test_cached_finetune_equals_uncached(exp):
     old = exp.model
     exp.model = model
     try:
-        ref = evaluate_specs(exp, specs, use_prior=False)
+        ref = evaluate_specs(exp, specs, use_prior=False, cache=False)
     finally:
         exp.model = old
     got = evaluate_cached(model, cache, specs, use_prior=False, exp=exp)
@@ -80,3 +80,44 @@ def test_errors(exp):
     assert not cacheable(KGMetaModel(MAML(exp.model.backbone)))
     with pytest.raises(ConfigError, match="evaluate_specs"):
         evaluate_cached(KGMetaModel(MAML(exp.model.backbone)), cache, [])
+
+
+def test_evaluation_uses_the_cache_when_the_config_allows(exp, monkeypatch):
+    """train.feature_cache routes evaluate_specs / evaluate_shots through the cache (one pass over
+    the split's images), with the same results; off, or with a transductive backbone, it does not."""
+    import kgmeta.features_cache as fc
+
+    built = []
+    original = fc.FeatureCache.__init__
+
+    def counting(self, *a, **kw):
+        built.append(1)
+        original(self, *a, **kw)
+
+    monkeypatch.setattr(fc.FeatureCache, "__init__", counting)
+    specs = eval_specs(exp, "test", 1, 5, seed=9)
+    ref = evaluate_specs(exp, specs, cache=False)
+    assert not built
+    assert evaluate_specs(exp, specs) == ref and len(built) == 1
+    shots = evaluate_shots(exp, "test", shots=[0, 1], episodes=4)
+    assert len(built) == 2  # one cache for every shot count, with and without the prior
+    assert shots["with_prior"]["1shot"]["accuracy"] is not None
+    cfg = exp.cfg
+    object.__setattr__(cfg.train, "feature_cache", False)
+    try:
+        assert feature_cache(exp, exp.splits["test"]) is None
+    finally:
+        object.__setattr__(cfg.train, "feature_cache", True)
+    transductive = build_backbone("tiny", in_channels=cfg.data.channels, image_size=cfg.data.image_size)
+    old, exp.model.learner.backbone = exp.model.learner.backbone, transductive
+    try:
+        assert feature_cache(exp, exp.splits["test"]) is None
+    finally:
+        exp.model.learner.backbone = old
+
+
+def test_bn_mode_key_reaches_the_backbone():
+    exp = build(load_config(SMOKE, ["model.bn_mode=running", "model.conditioning=none"]), device="cpu")
+    bns = [m for m in exp.model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(m.track_running_stats for m in bns)
+    assert feature_cache(exp, exp.splits["test"][:1]) is not None
