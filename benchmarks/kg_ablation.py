@@ -234,6 +234,7 @@ def main(argv=None) -> int:
         spec_paths[k] = out / f"episodes-{args.split}-{k}shot.json"
         save_episodes(spec_paths[k], specs, meta={"split": args.split, "shots": k, "seed": args.seed})
     n_way = min(base["episodes"]["n_way"], len(probe.splits[args.split]))
+    n_val = len(probe.splits["val"])
     log(f"{len(probe.splits['train'])}/{len(probe.splits['val'])}/{len(probe.splits['test'])} "
         f"train/val/test classes; evaluating {n_way}-way on {args.split}, {episodes} episodes per shot; "
         f"episode lists in {out}")
@@ -251,8 +252,10 @@ def main(argv=None) -> int:
                 cfg = config_from_dict(method_config(base, source), f"kg_ablation:{source}")
                 summary = fit(cfg, out=out / source, quiet=True, evaluate=False)
                 trained[source] = Path(summary["run_dir"])
-                log(f"{source}: trained {cfg.train.steps} steps in {time.time() - t0:.0f}s, best meta-val "
-                    f"{summary['best_val_accuracy']:.3f} at step {summary['best_step']}")
+                best = summary["best_val_accuracy"]
+                log(f"{source}: trained {cfg.train.steps} steps in {time.time() - t0:.0f}s, " + (
+                    f"best meta-val {best:.3f} at step {summary['best_step']}" if best is not None
+                    else "no meta-val classes: the last checkpoint is evaluated"))
             exp = load_run(trained[source])
             row = {}
             for k in shots:
@@ -287,7 +290,7 @@ def main(argv=None) -> int:
               "align_weight": resolved["train"]["align_weight"], "graph": resolved["graph"],
               "eval": f"{n_way}-way, {episodes} episodes per shot on {args.split} classes, "
                       f"{resolved['episodes']['q_query']} queries",
-              "quick": bool(args.quick), "model_selection": "best meta-val checkpoint",
+              "quick": bool(args.quick), "model_selection": "best meta-val checkpoint" if n_val >= 2 else "last checkpoint (no meta-val classes)",
               "data": "synthetic benchmark" if not args.data else f"folders {args.data}",
               "method_seconds": timings, "overrides": list(args.set or [])}
     doc = {"chance": round(1.0 / n_way, 4), "results": results, "budget": budget, "seed": args.seed,
