@@ -216,7 +216,8 @@ class EpisodeConfig(_Section):
         1, "support images per class in training episodes; 0: zero-shot", ge=0)
     q_query: int = _opt(10, "query images per class in every episode", ge=1)
     zero_shot_prob: float = _opt(
-        0.3, "probability that a training episode is zero-shot (graph prior only)",
+        0.0, "probability that a training episode is zero-shot (graph prior only; "
+        "train.zero_shot_weight trains that path on every episode instead)",
         ge=0.0, le=1.0)
     eval_shots: tuple[int, ...] = _opt(
         (0, 1, 5), "shots K evaluated at test time, one result per K", ge=0, min_items=1,
@@ -272,6 +273,10 @@ class TrainConfig(_Section):
     prior_lr: float = _opt(
         3e-3, "learning rate of the GNN and prior head (lets the prior strength tau move)", gt=0.0)
     weight_decay: float = _opt(0.0, "outer-loop weight decay", ge=0.0)
+    zero_shot_weight: float = _opt(
+        1.0, "weight of a zero-shot loss on every training episode with shots (its queries against "
+        "the prior means alone); trains the graph path without taking shot episodes from the "
+        "backbone; 0: off", ge=0.0)
     decouple_prior: bool = _opt(
         False, "true: train the backbone only through the episode loss without the graph prior "
         "and the GNN / prior head only through the loss with it (features held fixed there); "

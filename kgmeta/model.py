@@ -74,6 +74,15 @@ def prior_only(loss: Tensor, priors: Sequence[Priors]) -> Tensor:
     return loss.detach() + surrogate - surrogate.detach()
 
 
+def _without_shots(episode: "Episode") -> "Episode":
+    """The episode with an empty support set (its queries only)."""
+    from kgmeta.episodes import Episode
+
+    s = episode.support_images
+    return Episode(s[:0], episode.support_labels[:0], episode.query_images, episode.query_labels,
+                   episode.class_names, episode.class_iris, torch.zeros_like(episode.shots))
+
+
 def class_visual_means(feats: Tensor, labels: Tensor, n_way: int) -> tuple[Tensor, Tensor]:
     """Per-class mean feature ``[n_way, d]`` and a mask ``[n_way]`` of classes with any image."""
     counts = torch.bincount(labels, minlength=n_way)[:n_way]                          # [n_way]
@@ -101,6 +110,11 @@ class KGMetaModel(nn.Module):
             features are constants there): the backbone learns exactly as the unconditioned
             learner does, and the prior learns to add to it. False: one joint loss, whose
             gradient also bends the backbone toward the priors.
+        zero_shot_weight: weight of a zero-shot loss added to every training episode with shots:
+            its queries classified against the prior means alone, as if it had no support set
+            (ProtoNet reuses the episode's features; other learners embed the queries again).
+            It trains the graph path on every episode instead of on a share of zero-shot
+            episodes that the backbone then misses; 0 turns it off.
         maml_vmap: for MAML-family learners, run a meta-batch's equal-shaped tasks as one
             ``torch.func.vmap`` (:func:`kgmeta.learners.maml.maml_vmap_loss`; same losses and
             gradients as the per-task loop); ignored by other learners.
@@ -110,7 +124,8 @@ class KGMetaModel(nn.Module):
     def __init__(self, learner: "Learner", kg: "KnowledgeGraph | None" = None,
                  encoder: "GraphEncoder | None" = None, prior_head: PriorHead | None = None,
                  align_weight: float = 0.1, link_weight: float = 0.0, link_batch: int = 512,
-                 decouple: bool = False, maml_vmap: bool = False, vmap_chunk: int | None = None) -> None:
+                 decouple: bool = False, zero_shot_weight: float = 0.0, maml_vmap: bool = False,
+                 vmap_chunk: int | None = None) -> None:
         super().__init__()
         if (kg is None) != (encoder is None):
             raise DataError("KGMetaModel needs both a knowledge graph and an encoder, or neither")
@@ -124,6 +139,7 @@ class KGMetaModel(nn.Module):
         self.link_weight = float(link_weight)
         self.link_batch = int(link_batch)
         self.decouple = bool(decouple)
+        self.zero_shot_weight = float(zero_shot_weight)
         self.maml_vmap = bool(maml_vmap)
         self.vmap_chunk = vmap_chunk
         self.link_scorer = None
@@ -179,18 +195,24 @@ class KGMetaModel(nn.Module):
         priors = self.priors(episode.class_iris, z) if (self.conditioned and use_prior) else None
         split = priors is not None and self.training and self.decouple
         has_shots = episode.support_images.shape[0] > 0
-        if isinstance(self.learner, ProtoNet):  # both losses from one backbone pass
-            loss, plain, logits = self.learner.losses(episode, priors, plain=split and has_shots,
-                                                      detach_prior=split)
+        want_zero = priors is not None and self.training and self.zero_shot_weight > 0 and has_shots
+        if isinstance(self.learner, ProtoNet):  # every loss from one backbone pass
+            loss, plain, zero, logits = self.learner.losses(episode, priors, plain=split and has_shots,
+                                                            detach_prior=split, zero_shot=want_zero)
         else:
             loss, logits = self.learner.loss(episode, priors)
+            zero = self.learner.loss(_without_shots(episode), priors)[0] if want_zero else None
             if split:
                 loss = prior_only(loss, [priors])
+                zero = None if zero is None else prior_only(zero, [priors])
             plain = self.learner.loss(episode, None)[0] if split and has_shots else None
         parts = {"episode": loss.detach()}
         if plain is not None:
             loss = loss + plain
             parts["plain"] = plain.detach()
+        if zero is not None:
+            loss = loss + self.zero_shot_weight * zero
+            parts["zero_shot"] = zero.detach()
         align = self.align_loss(episode, priors)
         if align is not None:
             loss = loss + self.align_weight * align
@@ -220,13 +242,21 @@ class KGMetaModel(nn.Module):
             priors = [self.priors(ep.class_iris, z) for ep in episodes] if self.conditioned else None
             total, _ = self.learner.meta_batch_loss(episodes, priors, self.vmap_chunk)
             sums: dict[str, Tensor] = {"episode": total.detach() * n}
-            shot = [ep for ep in episodes if ep.support_images.shape[0] > 0]
+            shot = [i for i, ep in enumerate(episodes) if ep.support_images.shape[0] > 0]
+            zero = None
+            if priors is not None and self.training and self.zero_shot_weight > 0 and shot:
+                zero, _ = self.learner.meta_batch_loss([_without_shots(episodes[i]) for i in shot],
+                                                       [priors[i] for i in shot])  # mean over `shot`
             if priors is not None and self.training and self.decouple:
                 total = prior_only(total, priors)
+                zero = None if zero is None else prior_only(zero, [priors[i] for i in shot])
                 if shot:
-                    plain, _ = self.learner.meta_batch_loss(shot, None, self.vmap_chunk)  # mean over `shot`
+                    plain, _ = self.learner.meta_batch_loss([episodes[i] for i in shot], None, self.vmap_chunk)
                     total = total + plain * len(shot) / n
                     sums["plain"] = plain.detach() * len(shot)
+            if zero is not None:
+                total = total + self.zero_shot_weight * zero * len(shot) / n
+                sums["zero_shot"] = zero.detach() * len(shot)
             aligns = [self.align_loss(ep, pr) for ep, pr in zip(episodes, priors or [None] * n)]
             if aligns and aligns[0] is not None:
                 align = torch.stack(aligns).sum()

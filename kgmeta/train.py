@@ -318,7 +318,7 @@ def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experimen
                               f"map them in data.classes or set model.conditioning=none")
     model = KGMetaModel(learner, kg if encoder is not None else None, encoder,
                         align_weight=cfg.train.align_weight, link_weight=cfg.train.link_weight,
-                        decouple=cfg.train.decouple_prior,
+                        decouple=cfg.train.decouple_prior, zero_shot_weight=cfg.train.zero_shot_weight,
                         maml_vmap=cfg.train.maml_vmap, vmap_chunk=cfg.train.vmap_chunk)
     if g.pretrain_epochs > 0 and encoder is not None:
         from kgmeta.gnn import pretrain_link_prediction

@@ -242,3 +242,38 @@ def test_prior_only_keeps_the_value_and_routes_gradient_to_the_priors():
     gm, gs = torch.autograd.grad(loss, [mean, strength])
     torch.testing.assert_close(mean.grad, gm)
     torch.testing.assert_close(strength.grad, gs)
+
+
+@pytest.mark.parametrize("learner", ["protonet", "maml"])
+def test_zero_shot_loss_on_episodes_with_shots(kg, learner):
+    """zero_shot_weight: every training episode with shots adds the cross-entropy of its queries
+    against the prior means alone; it reaches the GNN, and is absent at evaluation."""
+    import torch.nn.functional as F
+
+    from kgmeta.learners.protonet import squared_euclidean_logits
+
+    kw = {"inner_steps": 1} if learner == "maml" else {}
+    episode = make_episode(((0, 0), (1, 1), (2, 2)), 1, 3, torch.Generator().manual_seed(4))
+    model = tiny_model(kg, learner, linear=True, **kw)
+    model.align_weight = 0.0
+    model.zero_shot_weight = 0.5
+    loss, parts = model.meta_batch_loss([episode])
+    assert set(parts) == {"episode", "zero_shot"}
+    with torch.no_grad():
+        priors = model.priors(episode.class_iris)
+        query = model.backbone(episode.query_images)
+        if learner == "protonet":
+            expected = F.cross_entropy(squared_euclidean_logits(query, priors.mean), episode.query_labels)
+        else:  # MAML: the head initialised at the prior means, no adaptation without shots
+            from kgmeta.conditioning import head_init_from_priors
+
+            w, b = head_init_from_priors(priors, model.learner.prior_scale)
+            expected = F.cross_entropy(F.linear(query, w, b), episode.query_labels)
+    assert parts["zero_shot"] == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(parts["episode"] + 0.5 * parts["zero_shot"], rel=1e-5)
+    loss.backward()
+    assert float(model.encoder.inp.weight.grad.abs().sum()) > 0
+    model.eval()
+    with torch.no_grad():
+        _, _, eval_parts = model.episode_loss(episode)
+    assert "zero_shot" not in eval_parts

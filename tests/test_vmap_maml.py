@@ -196,10 +196,11 @@ def _model_vmap_and_loop(overrides: list[str], seed: int, n: int):
 
 
 @pytest.mark.parametrize("overrides,parts", [
-    (["model.learner=maml", "model.inner_steps=2"], {"episode", "align"}),
-    (["model.learner=anil", "model.inner_steps=2"], {"episode", "align"}),
+    (["model.learner=maml", "model.inner_steps=2"], {"episode", "align", "zero_shot"}),
+    (["model.learner=anil", "model.inner_steps=2", "train.zero_shot_weight=0"], {"episode", "align"}),
     # decoupled: the prior-only surrogate and the plain loss run through the vmapped path too
-    (["model.learner=maml", "model.inner_steps=1", "train.decouple_prior=true"], {"episode", "align", "plain"}),
+    (["model.learner=maml", "model.inner_steps=1", "train.decouple_prior=true"],
+     {"episode", "align", "plain", "zero_shot"}),
 ])
 def test_model_meta_batch_loss_with_vmap_equals_loop(overrides, parts):
     """train.maml_vmap: the graph-conditioned model's meta-batch loss (episode + alignment, and the
