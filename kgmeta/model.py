@@ -22,10 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgmeta.conditioning import Priors
+from kgmeta.episodes import Episode
 from kgmeta.errors import DataError
+from kgmeta.learners.maml import MAML
+from kgmeta.learners.protonet import ProtoNet
 
 if TYPE_CHECKING:
-    from kgmeta.episodes import Episode
     from kgmeta.gnn import GraphEncoder
     from kgmeta.graph import KnowledgeGraph
     from kgmeta.learners.base import Learner
@@ -76,8 +78,6 @@ def prior_only(loss: Tensor, priors: Sequence[Priors]) -> Tensor:
 
 def _without_shots(episode: "Episode") -> "Episode":
     """The episode with an empty support set (its queries only)."""
-    from kgmeta.episodes import Episode
-
     s = episode.support_images
     return Episode(s[:0], episode.support_labels[:0], episode.query_images, episode.query_labels,
                    episode.class_names, episode.class_iris, torch.zeros_like(episode.shots))
@@ -190,8 +190,6 @@ class KGMetaModel(nn.Module):
             z: graph embeddings computed once for the meta-batch (computed here when None).
             use_prior: False evaluates a conditioned model without its prior (ablation at test).
         """
-        from kgmeta.learners.protonet import ProtoNet
-
         priors = self.priors(episode.class_iris, z) if (self.conditioned and use_prior) else None
         split = priors is not None and self.training and self.decouple
         has_shots = episode.support_images.shape[0] > 0
@@ -234,8 +232,6 @@ class KGMetaModel(nn.Module):
     def meta_batch_loss(self, episodes: Sequence["Episode"]) -> tuple[Tensor, dict[str, float]]:
         """Mean loss over a meta-batch, running the GNN once for all its episodes (and, with
         ``maml_vmap`` and a MAML-family learner, the episodes' inner loops as one vmap)."""
-        from kgmeta.learners.maml import MAML
-
         z = self.graph_embeddings()
         n = len(episodes)
         if self.maml_vmap and isinstance(self.learner, MAML):

@@ -13,15 +13,6 @@ from kgmeta.errors import ConfigError, DataError
 SMALL = {"conv4": {"width": 8}, "resnet12": {"channels": (4, 4, 4, 4)}, "resnet18": {}, "tiny": {}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention (a 10-100x slowdown on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [28, 64])

@@ -24,14 +24,6 @@ D = len(COLOURS) + len(SHAPES)  # feature size: one-hot colour ++ one-hot shape
 TEST_PAIRS = ((0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (1, 3))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Flat(nn.Module):
     """Backbone of the tiny case: images ``[B, D, 1, 1]`` -> features ``[B, D]``, optionally linear."""
 

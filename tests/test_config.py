@@ -17,7 +17,6 @@ from kgmeta.config import (
     DataConfig,
     EpisodeConfig,
     RunConfig,
-    TrainConfig,
     config_diff,
     config_fingerprint,
     config_from_dict,

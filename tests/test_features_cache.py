@@ -21,8 +21,6 @@ SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
 
 @pytest.fixture(scope="module")
 def exp():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     exp = build(load_config(SMOKE, ["model.learner=protonet", "model.conditioning=kg"]), device="cpu")
     cfg = exp.cfg
     torch.manual_seed(1)
@@ -32,8 +30,7 @@ def exp():
         backbone.train()
         backbone(torch.rand(32, cfg.data.channels, cfg.data.image_size, cfg.data.image_size))
     exp.model.learner.backbone = backbone
-    yield exp
-    torch.set_num_threads(threads)
+    return exp
 
 
 def _per_episode(summary):

@@ -21,15 +21,6 @@ from kgmeta.train import evaluate_episodes, meta_train
 SIZE, CHANNELS, NOISE = 8, 3, 0.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention (a 10-100x slowdown on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def episode(n_way=3, shots=2, queries=3, seed=0, colours_seed=123):
     """Separable task: each class is a fixed random colour plus pixel noise (float32 [0, 1])."""
     g = torch.Generator().manual_seed(seed)

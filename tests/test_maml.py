@@ -16,15 +16,6 @@ from kgmeta.learners.maml import MAML
 STEPS, LR = 3, 0.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention (a 10-100x slowdown on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TanhLinear(nn.Module):
     """Tiny backbone: flatten -> linear -> tanh, features [B, out_dim]."""
 

@@ -16,7 +16,7 @@ pytest.importorskip("pyoxigraph")
 
 import kgmeta.ontology as ontology_mod  # noqa: E402
 from kgmeta.errors import OntologyError  # noqa: E402
-from kgmeta.ontology import SUBCLASS_OF, Edge, load_ontology  # noqa: E402
+from kgmeta.ontology import Edge, load_ontology  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "ontologies" / "kgmeta-medical.ttl"

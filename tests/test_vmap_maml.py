@@ -14,14 +14,6 @@ from kgmeta.learners.maml import MAML, maml_vmap_loss, vmap_fallback_reason
 FLAGS = {"maml": {}, "fomaml": {"first_order": True}, "anil": {"anil": True}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_episode(seed: int, n_way: int = 3, shots: int = 2, queries: int = 2, size: int = 8) -> Episode:
     g = torch.Generator().manual_seed(seed)
     colours = torch.rand(n_way, 3, 1, 1, generator=g, dtype=torch.float64)
