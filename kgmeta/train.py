@@ -575,8 +575,10 @@ def _check_fingerprint(state: dict[str, Any], cfg: RunConfig, path: Path) -> Non
     if state.get("fingerprint") != config_fingerprint(cfg):
         try:
             diff = [k for k, _, _ in config_diff(config_from_dict(state["config"], str(path)), cfg)]
-        except ConfigError:
-            diff = []
+        except (ConfigError, KeyError, TypeError):
+            diff = None  # no stored config this version can read
+        if diff == []:  # the same settings, hashed by an older fingerprint rule: accept
+            return
         what = f"differs in {diff[:5]}" if diff else "written by another version of kgmeta's config"
         raise CheckpointError(f"{path}: checkpoint was written with a different config ({what}); "
                               f"use the config it was written with (stored in the checkpoint) or start a "

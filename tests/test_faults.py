@@ -359,6 +359,21 @@ def test_checkpoint_of_another_config(run_copy: Path, capsys: pytest.CaptureFixt
     assert f"{best}: weights do not fit this model" in err
 
 
+def test_checkpoint_fingerprinted_by_an_older_rule(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fingerprint from an older hashing rule is accepted when the stored config is the same;
+    a stored config this version cannot read is still refused."""
+    best = run_copy / "checkpoints" / "best.pt"
+    state = load_checkpoint(best)
+    state["fingerprint"] = "0" * 64  # what an older kgmeta's rule might have hashed the same config to
+    save_checkpoint(best, state)
+    assert main(["evaluate", str(run_copy), "--episodes", "2", "--shots", "1"]) == 0
+    capsys.readouterr()
+    state["config"] = {**state["config"], "from_the_future": 1}
+    save_checkpoint(best, state)
+    assert main(["evaluate", str(run_copy), "--episodes", "2"]) == 2
+    assert "written by another version of kgmeta's config" in _one_line(capsys)
+
+
 @pytest.mark.parametrize("missing,command,expected", [
     ("config.yaml", "evaluate", "not a kgmeta run folder (no config.yaml)"),
     ("checkpoints", "evaluate", "checkpoints/last.pt: checkpoint not found"),
