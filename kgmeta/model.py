@@ -194,9 +194,12 @@ class KGMetaModel(nn.Module):
         split = priors is not None and self.training and self.decouple
         has_shots = episode.support_images.shape[0] > 0
         want_zero = priors is not None and self.training and self.zero_shot_weight > 0 and has_shots
-        if isinstance(self.learner, ProtoNet):  # every loss from one backbone pass
+        feats = None
+        if isinstance(self.learner, ProtoNet):  # every loss, alignment included, from one backbone pass
+            feats = self.learner.embed(episode)                                  # [S+Q, d]
             loss, plain, zero, logits = self.learner.losses(episode, priors, plain=split and has_shots,
-                                                            detach_prior=split, zero_shot=want_zero)
+                                                            detach_prior=split, zero_shot=want_zero,
+                                                            feats=feats)
         else:
             loss, logits = self.learner.loss(episode, priors)
             zero = self.learner.loss(_without_shots(episode), priors)[0] if want_zero else None
@@ -211,22 +214,25 @@ class KGMetaModel(nn.Module):
         if zero is not None:
             loss = loss + self.zero_shot_weight * zero
             parts["zero_shot"] = zero.detach()
-        align = self.align_loss(episode, priors)
+        align = self.align_loss(episode, priors, feats)
         if align is not None:
             loss = loss + self.align_weight * align
             parts["align"] = align.detach()
         return loss, logits, parts
 
-    def align_loss(self, episode: "Episode", priors: Priors | None) -> Tensor | None:
+    def align_loss(self, episode: "Episode", priors: Priors | None,
+                   feats: Tensor | None = None) -> Tensor | None:
         """``mean_c ||m_c - stopgrad(v_c)||^2 / d`` over the episode's classes with images (None
         when not training, without priors or with ``align_weight`` 0); ``v_c`` is the class's mean
-        feature over every labelled image of the episode, embedded in one batch."""
+        feature over every labelled image of the episode, embedded in one batch. ``feats``: those
+        features ``[S+Q, d]`` (support then query) when the learner already computed them."""
         if priors is None or not self.training or self.align_weight <= 0:
             return None
-        images = torch.cat([episode.support_images, episode.query_images])   # [S+Q, C, H, W]
         labels = torch.cat([episode.support_labels, episode.query_labels])   # [S+Q]
         with torch.no_grad():
-            visual, seen = class_visual_means(self.backbone(images), labels, episode.n_way)  # [n_way, d]
+            if feats is None:
+                feats = self.backbone(torch.cat([episode.support_images, episode.query_images]))
+            visual, seen = class_visual_means(feats.detach(), labels, episode.n_way)  # [n_way, d]
         return (priors.mean[seen] - visual[seen]).pow(2).mean()
 
     def meta_batch_loss(self, episodes: Sequence["Episode"]) -> tuple[Tensor, dict[str, float]]:

@@ -134,6 +134,22 @@ def test_episode_loss_reaches_tau_prior_head_and_gnn(kg):
         assert grad is not None and float(grad.abs().sum()) > 0, what
 
 
+def test_protonet_training_step_embeds_each_episode_once(kg):
+    """The episode, zero-shot and alignment losses share one backbone pass; the alignment value is
+    the one a separate no-grad pass gives."""
+    model = tiny_model(kg, linear=True)
+    model.zero_shot_weight = 1.0
+    episode = make_episode(((0, 0), (1, 1), (2, 2)), 1, 2, torch.Generator().manual_seed(0))
+    calls = []
+    model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    z = model.graph_embeddings()
+    _, _, parts = model.episode_loss(episode, z)
+    assert len(calls) == 1 and {"episode", "zero_shot", "align"} <= set(parts)
+    separate = model.align_loss(episode, model.priors(episode.class_iris, z))  # embeds again
+    assert len(calls) == 2
+    assert torch.allclose(parts["align"], separate.detach())
+
+
 @pytest.mark.parametrize("learner", ["protonet", "maml"])
 def test_zero_shot_episodes_run_end_to_end(kg, learner):
     kw = {"inner_steps": 1} if learner == "maml" else {}

@@ -47,18 +47,25 @@ class ProtoNet(Learner):
         loss, _, _, logits = self.losses(episode, priors, plain=False)
         return loss, logits
 
+    def embed(self, episode: "Episode") -> Tensor:
+        """Features ``[S+Q, d]`` of the support then the query images, embedded as ONE batch: with
+        transductive BatchNorm both are normalised by the same statistics, so prototypes, priors
+        and queries share one feature space."""
+        return self.backbone(torch.cat([episode.support_images, episode.query_images]))
+
     def losses(self, episode: "Episode", priors: "Priors | None", plain: bool = True,
                detach_prior: bool = False,
-               zero_shot: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+               zero_shot: bool = False,
+               feats: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         """``(loss with priors, loss without them or None, zero-shot loss or None, logits with
         priors [Q, n_way])`` from ONE backbone pass. The plain loss needs priors, ``plain`` and a
         support set; the zero-shot loss (queries against the prior means alone, as if the episode
         had no shots) needs priors, ``zero_shot`` and a support set (else None).
-        ``detach_prior``: the losses with priors see detached features (they train the priors only)."""
+        ``detach_prior``: the losses with priors see detached features (they train the priors only).
+        ``feats``: :meth:`embed` of this episode when the caller already has it (None: embedded here)."""
         n_support = episode.support_images.shape[0]
-        # support and query in one backbone batch: with transductive BatchNorm both are normalised
-        # by the same statistics, so prototypes, priors and queries share one feature space
-        feats = self.backbone(torch.cat([episode.support_images, episode.query_images]))  # [S+Q, d]
+        if feats is None:
+            feats = self.embed(episode)                                    # [S+Q, d]
         support_feats, query_feats = feats[:n_support], feats[n_support:]                # [S, d], [Q, d]
         if detach_prior and priors is not None:
             support_feats, query_feats = support_feats.detach(), query_feats.detach()
