@@ -11,7 +11,7 @@ through the real library path (kgmeta.config -> kgmeta.train.fit -> kgmeta.train
 
 on the meta-train classes of the synthetic benchmark (kgm:inBenchmark "train"); model selection
 (best checkpoint) uses only the meta-val classes; evaluation is 5-way on the unseen TEST classes at
-0, 1 and 5 shots, on episode lists drawn once from the seed, saved to ``<out>/episodes-<k>shot.json``
+0, 1 and 5 shots (``--shots``), on episode lists drawn once from the seed, saved to ``<out>/episodes-<k>shot.json``
 and shared by every method. An unconditioned model has no 0-shot result (null). Optional extra
 rows: ``kg_protonet_shuffled`` (the same KG model trained and tested on a graph whose edges are
 rewired at random within each relation, same edge count and degrees: the control that shows the
@@ -32,9 +32,11 @@ column, or every sub-folder of DIR); ``data.classes`` is the TSV (class name = `
 ontology term = ``ontology_id``), ``ontology.paths`` the given files; n_way = min(5, number of test
 classes).
 
-Usage: python benchmarks/kg_ablation.py [--quick] [--seed N] [--episodes N] [--steps N]
+Usage: python benchmarks/kg_ablation.py [--quick] [--seed N] [--episodes N] [--steps N] [--shots 0,1,5,20]
        [--methods a,b] [--split test|val] [--set key=value ...] [--out DIR]
-Progress and the table go to stderr; the LAST stdout line is one JSON object.
+Progress and the table go to stderr; the LAST stdout line is one JSON object: ``chance``,
+``results`` (method -> ``"<k>shot"`` -> [mean, ci95] or null), ``per_class`` (method -> shot ->
+class -> accuracy), ``budget``, ``seed``, ``wall_s``.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def base_config(args, out_dir: str) -> dict:
         "out_dir": out_dir,
         "data": {"image_size": args.image_size or (16 if quick else 32)},
         "episodes": {"n_way": CHANCE_WAY, "k_shot": 1, "q_query": 15 if not quick else 5,
-                     "eval_shots": [0, 1, 5],
+                     "eval_shots": list(args.shot_counts),
                      "val_episodes": 20 if quick else 40},
         "model": {"backbone": "conv4"},
         "train": {"steps": steps, "meta_batch": 2, "lr": 1e-3,
@@ -197,6 +199,9 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=None, help="test episodes per shot (600; quick 100)")
     ap.add_argument("--steps", type=int, default=None, help="meta-training steps (400; quick 60)")
     ap.add_argument("--image-size", type=int, default=None, help="pixels (32; quick 16)")
+    ap.add_argument("--shots", default="0,1,5",
+                    help="comma list of shot counts to evaluate (default 0,1,5; add e.g. 20 for the many-shot "
+                         "ceiling of each model's features)")
     ap.add_argument("--methods", default=None, help=f"comma list among {sorted(METHODS)}")
     ap.add_argument("--split", default="test", choices=["test", "val"],
                     help="evaluate on the test classes (default) or on meta-val (for tuning)")
@@ -209,6 +214,12 @@ def main(argv=None) -> int:
     ap.add_argument("--val-classes", default=None)
     ap.add_argument("--test-classes", default=None)
     args = ap.parse_args(argv)
+    try:
+        args.shot_counts = sorted({int(k) for k in csv_list(args.shots)})
+    except ValueError:
+        ap.error(f"--shots {args.shots!r}: give comma-separated integers, e.g. 0,1,5,20")
+    if not args.shot_counts or args.shot_counts[0] < 0:
+        ap.error(f"--shots {args.shots!r}: give non-negative shot counts, e.g. 0,1,5,20")
     if args.data:
         args.classes = args.classes or str(Path(args.data) / "classes.tsv")
         if not (args.train_classes and args.test_classes and args.ontology):
@@ -241,7 +252,7 @@ def main(argv=None) -> int:
         f"episode lists in {out}")
     del probe
 
-    results, timings = {}, {}
+    results, timings, per_class = {}, {}, {}
     trained: dict[str, Path] = {}
     for name in methods:
         learner, conditioning, extra = METHODS[name]
@@ -258,7 +269,7 @@ def main(argv=None) -> int:
                     f"best meta-val {best:.3f} at step {summary['best_step']}" if best is not None
                     else "no meta-val classes: the last checkpoint is evaluated"))
             exp = load_run(trained[source])
-            row = {}
+            row, classes = {}, {}
             for k in shots:
                 use_prior = exp.model.conditioned and extra != "noprior"
                 if k == 0 and not use_prior:
@@ -266,7 +277,9 @@ def main(argv=None) -> int:
                     continue
                 res = evaluate_specs(exp, load_episodes(spec_paths[k]), use_prior=use_prior)
                 row[f"{k}shot"] = summarise(res)
+                classes[f"{k}shot"] = {c: round(v["accuracy"], 4) for c, v in res["per_class"].items()}
         results[name] = row
+        per_class[name] = classes
         timings[name] = round(time.time() - t0, 1)
         log(f"{name}: " + ", ".join(f"{k} {v[0] * 100:.1f}+-{v[1] * 100:.1f}" if v else f"{k} -"
                                     for k, v in row.items()) + f" ({timings[name]:.0f}s)")
@@ -295,7 +308,8 @@ def main(argv=None) -> int:
               "quick": bool(args.quick), "model_selection": "best meta-val checkpoint" if n_val >= 2 else "last checkpoint (no meta-val classes)",
               "data": "synthetic benchmark" if not args.data else f"folders {args.data}",
               "method_seconds": timings, "overrides": list(args.set or [])}
-    doc = {"chance": round(1.0 / n_way, 4), "results": results, "budget": budget, "seed": args.seed,
+    doc = {"chance": round(1.0 / n_way, 4), "results": results, "per_class": per_class, "budget": budget,
+           "seed": args.seed,
            "wall_s": round(time.time() - started, 1)}
     print(json.dumps(doc))
     return 0
