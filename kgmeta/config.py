@@ -278,9 +278,9 @@ class TrainConfig(_Section):
         "the prior means alone); trains the graph path without taking shot episodes from the "
         "backbone; 0: off", ge=0.0)
     decouple_prior: bool = _opt(
-        False, "true: train the backbone only through the episode loss without the graph prior "
-        "and the GNN / prior head only through the loss with it (features held fixed there); "
-        "false: one joint loss (measured better on the synthetic benchmark, see README)")
+        True, "true: train the backbone only through the episode loss without the graph prior "
+        "and the GNN / prior head only through the losses with it (features held fixed there), "
+        "so the backbone learns as the plain learner's; false: one joint loss (see README)")
     align_weight: float = _opt(
         0.1, "weight of the loss pulling prior means toward seen-class visual means", ge=0.0)
     link_weight: float = _opt(
