@@ -188,8 +188,10 @@ def _model_vmap_and_loop(overrides: list[str], seed: int, n: int):
 
 
 @pytest.mark.parametrize("overrides,parts", [
-    (["model.learner=maml", "model.inner_steps=2"], {"episode", "align", "zero_shot"}),
-    (["model.learner=anil", "model.inner_steps=2", "train.zero_shot_weight=0"], {"episode", "align"}),
+    # joint loss (train.decouple_prior=false)
+    (["model.learner=maml", "model.inner_steps=2", "train.decouple_prior=false"], {"episode", "align", "zero_shot"}),
+    (["model.learner=anil", "model.inner_steps=2", "train.zero_shot_weight=0", "train.decouple_prior=false"],
+     {"episode", "align"}),
     # decoupled: the prior-only surrogate and the plain loss run through the vmapped path too
     (["model.learner=maml", "model.inner_steps=1", "train.decouple_prior=true"],
      {"episode", "align", "plain", "zero_shot"}),
