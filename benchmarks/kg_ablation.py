@@ -65,7 +65,7 @@ import kgmeta.graph  # noqa: E402
 import kgmeta.ontology  # noqa: E402
 from kgmeta.config import config_from_dict, config_to_dict  # noqa: E402
 from kgmeta.episodes import load_episodes, save_episodes  # noqa: E402
-from kgmeta.train import build, eval_specs, evaluate_specs, fit, load_run  # noqa: E402
+from kgmeta.train import build, eval_specs, evaluate_specs, feature_cache, fit, load_run  # noqa: E402
 
 CHANCE_WAY = 5
 METHODS = {  # name -> (learner, conditioning, extra)
@@ -269,13 +269,14 @@ def main(argv=None) -> int:
                     f"best meta-val {best:.3f} at step {summary['best_step']}" if best is not None
                     else "no meta-val classes: the last checkpoint is evaluated"))
             exp = load_run(trained[source])
+            cache = feature_cache(exp, exp.splits[args.split]) or False  # one pass per method, not per shot
             row, classes = {}, {}
             for k in shots:
                 use_prior = exp.model.conditioned and extra != "noprior"
                 if k == 0 and not use_prior:
                     row[f"{k}shot"] = None
                     continue
-                res = evaluate_specs(exp, load_episodes(spec_paths[k]), use_prior=use_prior)
+                res = evaluate_specs(exp, load_episodes(spec_paths[k]), use_prior=use_prior, cache=cache)
                 row[f"{k}shot"] = summarise(res)
                 classes[f"{k}shot"] = {c: round(v["accuracy"], 4) for c, v in res["per_class"].items()}
         results[name] = row
