@@ -181,7 +181,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_protocol(args)
     if args.run is None:
         raise KGMetaError(f"--protocol {args.protocol} evaluates a run: give its folder (kgmeta evaluate RUN)")
+    ignored = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--out", args.out))
+               if value]
+    if ignored:  # they configure the runs of cv / leave-one-dataset-out; a trained run has its config
+        raise UsageError(f"{' and '.join(ignored)} configure the runs that --protocol cv or "
+                         f"leave-one-dataset-out trains; a trained run is evaluated with its own config: "
+                         f"drop them, or evaluate new data with --data ROOT")
+    new_data = [flag for flag, value in (("--classes", args.classes), ("--ontology", args.ontology),
+                                         ("--n-way", args.n_way),
+                                         ("--include-train-classes", args.include_train_classes)) if value]
+    if new_data and not args.data:
+        raise UsageError(f"{new_data[0]} applies to new data: add --data ROOT (image folders or an .npz)")
     if args.protocol == "robustness":
+        if args.data:
+            raise UsageError("--data evaluates new data with --protocol shots; drop --protocol robustness")
         return _evaluate_robustness(args)
     from kgmeta.train import evaluate_run, format_results
 
@@ -190,9 +203,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     shots = _parse_shots(args.shots)
     _check_device(args.device)
     _run_folder(args.run, "evaluate")
+    if args.data:
+        from kgmeta.transfer import evaluate_data, format_evaluation
+
+        if args.split is not None:
+            raise UsageError(f"--split {args.split} names a split of the run's own classes; with --data the "
+                             f"classes of the data are evaluated: drop --split")
+        results = evaluate_data(args.run, args.data, kind=args.kind, classes=args.classes,
+                                ontology=args.ontology, n_way=args.n_way, shots=shots,
+                                episodes=args.episodes, include_train_classes=args.include_train_classes,
+                                device=args.device, quiet=args.quiet)
+        print(json.dumps(results, indent=2, default=str) if args.json else format_evaluation(results))
+        return 0
     results = evaluate_run(args.run, shots=shots, episodes=args.episodes,
-                           split=args.split, device=args.device, quiet=args.quiet)
+                           split=args.split or "test", device=args.device, quiet=args.quiet)
     print(json.dumps(results, indent=2, default=str) if args.json else format_results(results))
+    return 0
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from kgmeta.train import format_results
+    from kgmeta.transfer import adapt
+
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: give at least 1 outer step")
+    if args.lr is not None and not args.lr > 0:
+        raise UsageError(f"--lr {args.lr}: give a positive learning rate")
+    _check_device(args.device)
+    _run_folder(args.run, "adapt")
+    summary = adapt(args.run, args.data, out=args.out, kind=args.kind, classes=args.classes,
+                    ontology=args.ontology, steps=args.steps, lr=args.lr,
+                    val_classes=_split_names(args.val_classes or ""),
+                    test_classes=_split_names(args.test_classes or ""), device=args.device,
+                    quiet=args.quiet)
+    if args.quiet and "test" in summary:
+        print(format_results(summary["test"]))
+    print(f"run folder: {summary['run_dir']} (adapted from {summary['parent']})")
     return 0
 
 
@@ -227,14 +273,15 @@ def _evaluate_robustness(args: argparse.Namespace) -> int:
     _check_device(args.device)
     _run_folder(args.run, "evaluate --protocol robustness")
     exp = load_run(args.run, device=args.device)
-    result = evaluate_robustness(exp, split=args.split, shots=shots[0], episodes=args.episodes or 100,
+    split = args.split or "test"
+    result = evaluate_robustness(exp, split=split, shots=shots[0], episodes=args.episodes or 100,
                                  epsilons=epsilons, norm=args.norm,
                                  steps=args.attack_steps, corruptions=corruptions, severities=severities,
                                  use_prior=not args.no_prior, progress=not args.quiet)
-    write_json(Path(args.run) / f"robustness-{args.split}.json", result)
+    write_json(Path(args.run) / f"robustness-{split}.json", result)
     from kgmeta.plots import plot_robustness
 
-    plot_robustness(result, Path(args.run) / "plots" / f"robustness-{args.split}.png", title=Path(args.run).name)
+    plot_robustness(result, Path(args.run) / "plots" / f"robustness-{split}.png", title=Path(args.run).name)
     print(json.dumps(result, indent=2, default=str) if args.json else format_robustness(result))
     return 0
 
@@ -246,6 +293,9 @@ def _evaluate_protocol(args: argparse.Namespace) -> int:
     if args.run is not None:
         raise KGMetaError(f"--protocol {args.protocol} trains one model per fold from a config; drop the "
                           f"run folder {args.run!r} and pass --config FILE --out DIR")
+    if args.data:
+        raise UsageError(f"--data evaluates a trained run on new data; --protocol {args.protocol} takes "
+                         f"its data from --config: drop --data")
     if not args.out:
         raise KGMetaError(f"--protocol {args.protocol} needs --out DIR for the per-fold run folders")
     cfg = _load_cfg(args)
@@ -287,9 +337,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.support is not None and not Path(args.support).is_dir():
         raise DataError(f"--support {args.support}: no such folder; give a folder with one sub-folder of "
                         f"images per class")
+    if args.mapping is not None and not Path(args.mapping).is_file():
+        raise DataError(f"--mapping {args.mapping}: no such class map file; give a TSV/CSV/YAML map")
     _check_device(args.device)
     _run_folder(args.run, "predict")
     exp = load_run(args.run, device=args.device)
+    if args.ontology or args.mapping:
+        from kgmeta.ontology import load_class_mapping
+        from kgmeta.transfer import extend_graph, extend_ontology
+
+        onto = extend_ontology(exp, args.ontology)
+        if args.mapping:
+            onto, _ = load_class_mapping(args.mapping, onto)
+        extend_graph(exp, onto)
     result = predict(exp, args.support, images, _split_names(args.classes or ""),
                      use_prior=not args.no_prior)
     print(json.dumps(result, indent=2, default=str) if args.json else format_predictions(result))
@@ -353,11 +413,23 @@ def build_parser() -> argparse.ArgumentParser:
                                "corruptions; cv / leave-one-dataset-out: train one model per fold")
     evaluate.add_argument("--shots", help="comma-separated shot counts (default: the run's eval_shots)")
     evaluate.add_argument("--episodes", type=int, help="episodes per shot count (default: the run's)")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"],
-                          help="class split to evaluate on (default test)")
+    evaluate.add_argument("--split", choices=["train", "val", "test"],
+                          help="class split of the run to evaluate on (default test)")
     evaluate.add_argument("--device", help="cpu, cuda, cuda:N")
     evaluate.add_argument("--json", action="store_true", help="print the full results as JSON")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    newdata = evaluate.add_argument_group("new data (protocol shots): classes the run never listed")
+    newdata.add_argument("--data", nargs="+", metavar="ROOT",
+                         help="image folders (one sub-folder per class) or an .npz archive to evaluate on")
+    newdata.add_argument("--kind", default="folders", choices=["folders", "npz"],
+                         help="what --data holds (default folders)")
+    newdata.add_argument("--classes", metavar="MAP",
+                         help="class map (TSV/CSV/YAML: class name, ontology id, optional parent ids)")
+    newdata.add_argument("--ontology", nargs="+", default=[], metavar="FILE",
+                         help="extra ontology files merged into the run's (new classes get graph priors)")
+    newdata.add_argument("--n-way", type=int, help="classes per episode (default: the run's)")
+    newdata.add_argument("--include-train-classes", action="store_true",
+                         help="also evaluate classes the run meta-trained on (excluded by default)")
     robust = evaluate.add_argument_group("robustness protocol")
     robust.add_argument("--epsilons", default="2/255,8/255", help="PGD budgets (default 2/255,8/255)")
     robust.add_argument("--norm", default="linf", choices=["linf", "l2"], help="PGD norm (default linf)")
@@ -383,10 +455,32 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--support", help="folder with one sub-folder of labelled images per class "
                                            "(folder name = ontology label, synonym or CURIE)")
     predict.add_argument("--classes", help="comma-separated extra classes with zero shots (labels or CURIEs)")
+    predict.add_argument("--ontology", nargs="+", default=[], metavar="FILE",
+                         help="extra ontology files merged into the run's (a brand-new class gets a prior)")
+    predict.add_argument("--mapping", metavar="MAP",
+                         help="class map whose rows with parent ids add classes to the run's graph")
     predict.add_argument("--no-prior", action="store_true", help="ignore the graph prior")
     predict.add_argument("--device", help="cpu, cuda, cuda:N")
     predict.add_argument("--json", action="store_true", help="print the full result as JSON")
     predict.set_defaults(func=_cmd_predict)
+
+    adapt = sub.add_parser("adapt", help="continue meta-training a run on new labelled classes (transfer)")
+    adapt.add_argument("run", help="run folder written by kgmeta train (never modified)")
+    adapt.add_argument("--data", nargs="+", required=True, metavar="ROOT",
+                       help="image folders (one sub-folder per class) or an .npz archive")
+    adapt.add_argument("--kind", default="folders", choices=["folders", "npz"],
+                       help="what --data holds (default folders)")
+    adapt.add_argument("--classes", metavar="MAP", help="class map (TSV/CSV/YAML)")
+    adapt.add_argument("--ontology", nargs="+", default=[], metavar="FILE",
+                       help="extra ontology files merged into the run's")
+    adapt.add_argument("--out", required=True, help="the new run folder")
+    adapt.add_argument("--steps", type=int, help="outer steps (default: the run's train.steps)")
+    adapt.add_argument("--lr", type=float, help="outer learning rate (default: the run's)")
+    adapt.add_argument("--val-classes", help="comma-separated classes held out for meta-validation")
+    adapt.add_argument("--test-classes", help="comma-separated classes held out and evaluated at the end")
+    adapt.add_argument("--device", help="cpu, cuda, cuda:N")
+    adapt.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    adapt.set_defaults(func=_cmd_adapt)
 
     explain = sub.add_parser("explain", help="which ontology neighbours shaped a class's prior")
     explain.add_argument("run", help="run folder written by kgmeta train")

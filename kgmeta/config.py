@@ -290,6 +290,10 @@ class TrainConfig(_Section):
     val_every: int = _opt(30, "validate every this many steps", ge=1)
     checkpoint_every: int = _opt(50, "save a checkpoint every this many steps", ge=1)
     seed: int = _opt(0, "random seed of the run", ge=0, le=2**32 - 1)
+    init_from: str | None = _opt(
+        None, "run folder whose weights (best checkpoint, else last) start this run, with its "
+        "graph's text encoder and relation types (`kgmeta adapt` sets it); null: fresh weights",
+        min_len=1)
     device: str = _opt(
         "auto", "`auto` (CUDA if available, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`",
         pattern=r"auto|cpu|mps|cuda(:[0-9]+)?")

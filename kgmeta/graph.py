@@ -39,7 +39,8 @@ with warnings.catch_warnings():
 
 from kgmeta.errors import OntologyError
 from kgmeta.runs import save_torch
-from kgmeta.features import build_text_encoder, node_text
+from kgmeta.features import (build_text_encoder, node_text, text_encoder_from_state,
+                             text_encoder_state)
 
 __all__ = [
     "CACHE_FORMAT",
@@ -53,7 +54,7 @@ __all__ = [
 
 SUBCLASS_OF = "http://www.w3.org/2000/01/rdf-schema#subClassOf"
 INVERSE_PREFIX = "inv:"
-CACHE_FORMAT = "kgmeta-graph-v2"
+CACHE_FORMAT = "kgmeta-graph-v3"  # v3: features are x @ V_k of the saved text encoder
 CACHE_ENV = "KGMETA_CACHE_DIR"
 _BUILD_OPTIONS = ("feature_dim", "text_encoder", "add_inverse")
 _BFS_CACHE_SIZE = 256
@@ -68,13 +69,16 @@ class KnowledgeGraph:
         relations: relation vocabulary (``edge_type`` value -> relation IRI, inverses as
             ``"inv:" + IRI``). ``relation_labels``: readable name per relation.
         labels: readable label per row.
-        dropped_edges: ontology edges dropped because an end is not a node.
+        dropped_edges: ontology edges dropped because an end is not a node (or, for a graph
+            built with a fixed relation vocabulary, because the relation is not in it).
+        text_encoder: the fitted text encoder that gave ``x`` (its ``transform`` gives a new
+            class the features it would have had), or None when it cannot be saved.
     """
 
     def __init__(self, data: Data, iris: list[str], relations: list[str],
                  relation_labels: list[str], labels: list[str], *, num_base_relations: int,
                  num_forward_edges: int, inverse: bool, dropped_edges: int = 0,
-                 key: str | None = None) -> None:
+                 key: str | None = None, text_encoder: Any = None) -> None:
         self.data = data
         self.iris = list(iris)
         self.index = {iri: i for i, iri in enumerate(self.iris)}
@@ -86,6 +90,7 @@ class KnowledgeGraph:
         self.inverse = bool(inverse)
         self.dropped_edges = int(dropped_edges)
         self.key = key
+        self.text_encoder = text_encoder
         self._nx = None
         self._parents: list[list[int]] | None = None
         self._undirected: sp.csr_matrix | None = None
@@ -278,7 +283,13 @@ class KnowledgeGraph:
         data.edge_index = ei
         return KnowledgeGraph(data, self.iris, self.relations, self.relation_labels, self.labels,
                               num_base_relations=self.num_base_relations, num_forward_edges=f,
-                              inverse=self.inverse, dropped_edges=self.dropped_edges, key=None)
+                              inverse=self.inverse, dropped_edges=self.dropped_edges, key=None,
+                              text_encoder=self.text_encoder)
+
+    @property
+    def base_relations(self) -> list[str]:
+        """The forward relation vocabulary (``edge_type`` values ``0..num_base_relations-1``)."""
+        return self.relations[: self.num_base_relations]
 
     # ---- serialisation (plain tensors, strings and lists: loadable with weights_only=True)
     def to_state(self) -> dict[str, Any]:
@@ -297,6 +308,8 @@ class KnowledgeGraph:
             "inverse": self.inverse,
             "dropped_edges": self.dropped_edges,
             "key": self.key or "",
+            "text_encoder": (text_encoder_state(self.text_encoder)
+                             if self.text_encoder is not None else None),
         }
 
     @classmethod
@@ -315,10 +328,12 @@ class KnowledgeGraph:
         if et.numel() and (int(et.min()) < 0 or int(et.max()) >= len(state["relations"])):
             raise ValueError("edge_type out of range")
         data = Data(x=x.float(), edge_index=ei.long(), edge_type=et.long(), num_nodes=n)
+        encoder = state.get("text_encoder")
         return cls(data, iris, state["relations"], state["relation_labels"],
                    labels, num_base_relations=state["num_base_relations"],
                    num_forward_edges=state["num_forward_edges"], inverse=state["inverse"],
-                   dropped_edges=state["dropped_edges"], key=state["key"] or None)
+                   dropped_edges=state["dropped_edges"], key=state["key"] or None,
+                   text_encoder=text_encoder_from_state(encoder) if encoder is not None else None)
 
 
 _SEP = "\x00"  # never part of an IRI or a label read from RDF or OBO
@@ -356,25 +371,29 @@ def _node_texts(ontology, iris: Sequence[str]) -> tuple[list[str], list[str]]:
     return labels, texts
 
 
-def _build(ontology, *, feature_dim: int, text_encoder: str, add_inverse: bool) -> KnowledgeGraph:
+def _build(ontology, *, feature_dim: int, text_encoder: str, add_inverse: bool,
+           encoder: Any = None, relations: Sequence[str] | None = None) -> KnowledgeGraph:
     iris = list(ontology.classes)
     index = {iri: i for i, iri in enumerate(iris)}
     labels, texts = _node_texts(ontology, iris)
 
-    rels = sorted({e.relation for e in ontology.edges})
-    if SUBCLASS_OF in rels:  # is_a first: type 0
-        rels.remove(SUBCLASS_OF)
-        rels.insert(0, SUBCLASS_OF)
+    if relations is None:
+        rels = sorted({e.relation for e in ontology.edges})
+        if SUBCLASS_OF in rels:  # is_a first: type 0
+            rels.remove(SUBCLASS_OF)
+            rels.insert(0, SUBCLASS_OF)
+    else:  # a trained GNN's vocabulary: edges of any other relation are dropped
+        rels = list(relations)
     rel_index = {r: i for i, r in enumerate(rels)}
     src, dst, typ, dropped = [], [], [], 0
     for e in ontology.edges:
-        s, d = index.get(e.source), index.get(e.target)
-        if s is None or d is None:
+        s, d, t = index.get(e.source), index.get(e.target), rel_index.get(e.relation)
+        if s is None or d is None or t is None:
             dropped += 1
             continue
         src.append(s)
         dst.append(d)
-        typ.append(rel_index[e.relation])
+        typ.append(t)
     f = len(src)
     fwd_index = torch.tensor([src, dst], dtype=torch.long).reshape(2, f)
     fwd_type = torch.tensor(typ, dtype=torch.long)
@@ -389,8 +408,12 @@ def _build(ontology, *, feature_dim: int, text_encoder: str, add_inverse: bool) 
     else:
         edge_index, edge_type = fwd_index, fwd_type
 
-    encoder = build_text_encoder(text_encoder, dim=feature_dim)
-    x = torch.from_numpy(np.ascontiguousarray(encoder.fit_transform(texts), dtype=np.float32))
+    if encoder is None:
+        encoder = build_text_encoder(text_encoder, dim=feature_dim)
+        feats = encoder.fit_transform(texts)
+    else:  # a fitted encoder: every node's features exactly as at its fit, new nodes included
+        feats = encoder.transform(texts)
+    x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
     if x.shape[0] != len(iris):
         raise OntologyError(
             f"text encoder {text_encoder!r} returned {x.shape[0]} rows for {len(iris)} classes; "
@@ -399,7 +422,13 @@ def _build(ontology, *, feature_dim: int, text_encoder: str, add_inverse: bool) 
     data = Data(x=x, edge_index=edge_index, edge_type=edge_type, num_nodes=len(iris))
     return KnowledgeGraph(data, iris, relations, relation_labels, labels,
                           num_base_relations=len(rels), num_forward_edges=f,
-                          inverse=add_inverse, dropped_edges=dropped)
+                          inverse=add_inverse, dropped_edges=dropped,
+                          text_encoder=encoder if _saveable(encoder) else None)
+
+
+def _saveable(encoder: Any) -> bool:
+    """Whether ``encoder`` can be saved and applied to new texts."""
+    return hasattr(encoder, "state_dict") and hasattr(encoder, "transform")
 
 
 # ---- cache ----------------------------------------------------------------------------------
@@ -463,14 +492,27 @@ def _options(feature_dim: int, text_encoder: str, add_inverse: bool,
 
 
 def build_graph(ontology, *, feature_dim: int = 128, text_encoder: str = "tfidf",
-                add_inverse: bool = True, cache_dir: str | Path | None = None) -> KnowledgeGraph:
+                add_inverse: bool = True, cache_dir: str | Path | None = None,
+                like: KnowledgeGraph | None = None) -> KnowledgeGraph:
     """Build the :class:`KnowledgeGraph` of ``ontology`` (an :class:`kgmeta.ontology.Ontology`).
 
     ``feature_dim``: text feature size (clipped to what the data allows). ``text_encoder``: a key
     of :data:`kgmeta.features.TEXT_ENCODERS`. ``cache_dir`` (or env ``KGMETA_CACHE_DIR``): reuse
     or store the graph keyed by the contents of ``ontology.sources``; ignored when the ontology
     has no source files.
+
+    ``like``: a graph whose trained GNN will embed this one (an ontology extended with new
+    classes): its fitted text encoder computes every node's features (a node that is also in
+    ``like`` gets exactly its features there) and its relation vocabulary types the edges (edges
+    of relations it lacks are dropped and counted in ``dropped_edges``); the cache is not used.
     """
+    if like is not None:
+        if like.text_encoder is None:
+            raise OntologyError("the graph's text encoder cannot embed new classes (a plug-in encoder "
+                                "without state_dict and transform); use text_encoder: tfidf")
+        return _build(ontology, feature_dim=feature_dim, text_encoder=text_encoder,
+                      add_inverse=like.inverse, encoder=like.text_encoder,
+                      relations=like.base_relations)
     opts = _options(feature_dim, text_encoder, add_inverse)
     cdir = _resolve_cache_dir(cache_dir)
     sources = list(getattr(ontology, "sources", []) or [])

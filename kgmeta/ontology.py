@@ -574,6 +574,25 @@ class Ontology:
                         aliases=self.aliases, imports=self.imports,
                         include_deprecated=self.include_deprecated)
 
+    def merged(self, other: Ontology) -> Ontology:
+        """This ontology with ``other``'s classes and edges added (a new Ontology).
+
+        A class in both keeps this ontology's term (label, synonyms, definition); ``other``
+        contributes its new classes, all its edges (so it can attach new children, or new
+        restrictions, to existing classes), relation labels, prefixes and aliases.
+        """
+        terms = dict(self.terms)
+        terms.update({i: t for i, t in other.terms.items() if i not in terms})
+        return Ontology(terms, list(self.edges) + list(other.edges),
+                        relation_labels={**other.relation_labels, **self.relation_labels},
+                        unparsed={k: self.unparsed.get(k, 0) + other.unparsed.get(k, 0)
+                                  for k in {*self.unparsed, *other.unparsed}},
+                        prefixes={**other.prefixes, **self.prefixes},
+                        sources=self.sources + [s for s in other.sources if s not in self.sources],
+                        aliases={**other.aliases, **self.aliases},
+                        imports=self.imports + [i for i in other.imports if i not in self.imports],
+                        include_deprecated=self.include_deprecated)
+
 
 # --------------------------------------------------------------------------------------------
 # builder shared by the RDF and OBO readers

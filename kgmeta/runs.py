@@ -220,7 +220,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 # Entries of a run folder that kgmeta reads or writes (besides eval-*.json and robustness-*.json).
 RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "train.log", "summary.json", "checkpoints", "plots",
-               "tensorboard")
+               "tensorboard", "graph.pt", "parent.json", "evaluations")
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -257,8 +257,10 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def new_run_dir(out_dir: str | os.PathLike, name: str) -> Path:
-    """Create ``out_dir/<name>-<YYYYmmdd-HHMMSS>`` (suffixed ``-2``, ``-3``... when taken)."""
+def new_run_dir(out_dir: str | os.PathLike, name: str, *, what: str = "run folder",
+                fix: str = "pass a writable --out") -> Path:
+    """Create ``out_dir/<name>-<YYYYmmdd-HHMMSS>`` (suffixed ``-2``, ``-3``... when taken); an
+    error names ``what`` is created and the ``fix``."""
     base = Path(out_dir) / f"{_SAFE_NAME.sub('_', name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     candidate, n = base, 1
     while True:
@@ -269,8 +271,8 @@ def new_run_dir(out_dir: str | os.PathLike, name: str) -> Path:
             n += 1
             candidate = base.with_name(f"{base.name}-{n}")
         except OSError as exc:
-            raise CheckpointError(f"{candidate}: cannot create the run folder ({exc.strerror or exc}); "
-                                  f"pass a writable --out") from None
+            raise CheckpointError(f"{candidate}: cannot create the {what} ({exc.strerror or exc}); "
+                                  f"{fix}") from None
 
 
 class MetricsLog:

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from kgmeta.learners.base import Learner
 
 __all__ = ["Experiment", "build", "evaluate_episodes", "evaluate_run", "evaluate_shots", "fit",
-           "feature_cache", "format_results", "load_run", "meta_train"]
+           "feature_cache", "format_results", "load_run", "load_run_graph", "meta_train",
+           "save_run_graph"]
 
 
 def meta_train(learner: "Learner", sample_episode: Callable[[], "Episode"], steps: int, *, lr: float = 1e-3,
@@ -170,6 +171,9 @@ class Experiment:
         splits: dataset class indices per split, ``{"train": [...], "val": [...], "test": [...]}``.
         model: the (optionally graph-conditioned) learner.
         device: where the model runs.
+        run_classes: when ``dataset`` is not the run's own (a trained run evaluated on new data,
+            :mod:`kgmeta.transfer`), the IRIs of the run's own classes per split; then
+            :meth:`class_iris` answers for the run, not for ``splits``.
     """
 
     cfg: RunConfig
@@ -179,9 +183,12 @@ class Experiment:
     splits: dict[str, list[int]]
     model: KGMetaModel
     device: torch.device
+    run_classes: dict[str, list[str]] | None = None
 
     def class_iris(self, split: str) -> list[str]:
-        """Ontology IRIs of the classes of ``split``."""
+        """Ontology IRIs of the run's classes of ``split`` (``"train"``: the meta-train classes)."""
+        if self.run_classes is not None:
+            return list(self.run_classes[split])
         return [self.dataset.class_iris[c] for c in self.splits[split]]
 
 
@@ -217,10 +224,35 @@ def mapping_class_names(path: str) -> list[str]:
     return [r["label"] for r in ordered]
 
 
-def _build_data(cfg: RunConfig, ontology) -> tuple[Any, Any, dict[str, list[int]]]:
-    """(ontology, dataset, splits) for ``cfg.data``."""
+def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
+    """(ontology, dataset) of a folders or npz :class:`~kgmeta.config.DataConfig` ``d``.
+
+    The class map ``d.classes`` (if any) is applied to the ontology first (its rows with parent
+    ids add classes); without one, class names resolve through the ontology's labels and
+    synonyms. ``dataset.class_iris[c]`` is None for a class that did not resolve.
+    """
     from kgmeta.datasets import ImageFolderDataset, NpzDataset
     from kgmeta.ontology import load_class_mapping
+
+    mapping: dict[str, str] = {}
+    if d.classes:
+        ontology, mapping = load_class_mapping(d.classes, ontology)
+    if d.kind == "folders":
+        dataset = ImageFolderDataset(list(d.roots), size=d.image_size, channels=d.channels,
+                                     memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
+    else:  # npz
+        names = mapping_class_names(d.classes) if d.classes else None
+        dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
+                             class_names=names, class_iris=[mapping.get(n) for n in names] if names else None)
+    if not d.classes:  # no class map: resolve folder/class names through labels and synonyms
+        names = list(dataset.class_names)
+        report = ontology.resolve_many(names)
+        dataset.class_iris = [report.matches.get(n) for n in names]
+    return ontology, dataset
+
+
+def _build_data(cfg: RunConfig, ontology) -> tuple[Any, Any, dict[str, list[int]]]:
+    """(ontology, dataset, splits) for ``cfg.data``."""
     from kgmeta.synthetic import SyntheticDataset, benchmark_classes
 
     d = cfg.data
@@ -237,20 +269,8 @@ def _build_data(cfg: RunConfig, ontology) -> tuple[Any, Any, dict[str, list[int]
             splits[s] = list(range(start, start + len(iris_by_split[s])))
             start += len(iris_by_split[s])
         return ontology, dataset, splits
-    mapping: dict[str, str] = {}
-    if d.classes:
-        ontology, mapping = load_class_mapping(d.classes, ontology)
-    if d.kind == "folders":
-        dataset = ImageFolderDataset(list(d.roots), size=d.image_size, channels=d.channels,
-                                     memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
-    else:  # npz
-        names = mapping_class_names(d.classes) if d.classes else None
-        dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
-                             class_names=names, class_iris=[mapping.get(n) for n in names] if names else None)
+    ontology, dataset = load_images(d, ontology)
     names = list(dataset.class_names)
-    if not d.classes:  # no class map: resolve folder/class names through labels and synonyms
-        report = ontology.resolve_many(names)
-        dataset.class_iris = [report.matches.get(n) for n in names]
     lists = {"train": d.train_classes, "val": d.val_classes, "test": d.test_classes}
     if lists["train"] is None or lists["test"] is None:
         raise ConfigError(f"data.kind={d.kind}: set data.train_classes and data.test_classes (class "
@@ -267,15 +287,64 @@ def _build_data(cfg: RunConfig, ontology) -> tuple[Any, Any, dict[str, list[int]
     return ontology, dataset, splits
 
 
-def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experiment:
+GRAPH_FILE = "graph.pt"
+
+
+def save_run_graph(run_dir: str | os.PathLike, kg: Any) -> None:
+    """Write ``kg`` (tensors, relation vocabulary and its fitted text encoder) as
+    ``<run>/graph.pt``: what embeds a class the run's ontology lacked exactly as its own were."""
+    from kgmeta.runs import save_torch
+
+    save_torch(Path(run_dir) / GRAPH_FILE, kg.to_state())
+
+
+def load_run_graph(run_dir: str | os.PathLike) -> Any:
+    """The graph saved in a run folder by :func:`save_run_graph`, or None (runs written before it).
+
+    Raises:
+        CheckpointError: the file exists but is damaged or not a kgmeta graph.
+    """
+    from kgmeta.graph import KnowledgeGraph
+
+    path = Path(run_dir) / GRAPH_FILE
+    if not path.is_file():
+        return None
+    try:
+        return KnowledgeGraph.from_state(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - torch and the state check raise many types
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path}: not a readable kgmeta graph ({type(exc).__name__}: {first}); "
+                              f"restore it from a copy of the run folder or delete it to rebuild the "
+                              f"graph from the ontology files") from None
+
+
+def _init_weights(exp: "Experiment", run_dir: str) -> None:
+    """Load the model weights of the run ``run_dir`` (best, else last) into ``exp.model``."""
+    path = Path(run_dir) / "checkpoints" / "best.pt"
+    if not path.is_file():
+        path = path.with_name("last.pt")
+    if not path.is_file():
+        raise CheckpointError(f"train.init_from={run_dir}: no checkpoints/best.pt or last.pt; give the "
+                              f"folder of a trained run")
+    _load_model_state(exp, load_checkpoint(path, exp.device), path,
+                      fix="keep the model and graph settings of the run train.init_from names")
+
+
+def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any = None,
+          init: bool = True) -> Experiment:
     """Build the experiment of ``cfg``: ontology, graph, images, class split and model.
 
     Args:
         cfg: the run config (only this function reads it).
         device: overrides ``cfg.train.device``.
+        like: a saved run graph (:func:`load_run_graph`) whose text encoder and relation types
+            the graph is built with (default: those of ``train.init_from``'s run, else fitted
+            anew on the ontology).
+        init: load ``train.init_from``'s weights (False when a checkpoint of this run follows).
 
     Returns:
-        The :class:`Experiment`, model on ``device`` and initialised from ``cfg.train.seed``.
+        The :class:`Experiment`, model on ``device`` and initialised from ``cfg.train.seed`` (or
+        from ``train.init_from``).
     """
     from kgmeta.backbones import build_backbone
     from kgmeta.gnn import GraphEncoder
@@ -288,12 +357,19 @@ def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experimen
     ontology = load_ontology([str(p) for p in ontology_paths(cfg.ontology.paths)],
                              include_deprecated=cfg.ontology.include_deprecated)
     ontology, dataset, splits = _build_data(cfg, ontology)
-    if not splits["train"] or not splits["test"]:
+    if not splits["train"] or not (splits["test"] or cfg.train.init_from):
         raise ConfigError(f"the class split needs train and test classes; got "
                           f"{ {s: len(v) for s, v in splits.items()} }")
     g = cfg.graph
+    init_from = cfg.train.init_from
+    if like is None and init_from is not None:
+        like = load_run_graph(check_run_dir(init_from))
+        if like is None:
+            raise CheckpointError(f"train.init_from={init_from}: no {GRAPH_FILE} in that folder (a run "
+                                  f"written before kgmeta saved its graph, or not a run folder); train it "
+                                  f"again with this kgmeta")
     kg = build_graph(ontology, feature_dim=g.feature_dim, text_encoder=g.text_encoder,
-                     cache_dir=cfg.ontology.cache_dir)
+                     cache_dir=cfg.ontology.cache_dir, like=like)
     m = cfg.model
     backbone = build_backbone(m.backbone, in_channels=cfg.data.channels, image_size=cfg.data.image_size,
                               bn_mode=m.bn_mode,
@@ -320,11 +396,14 @@ def build(cfg: RunConfig, device: str | torch.device | None = None) -> Experimen
                         align_weight=cfg.train.align_weight, link_weight=cfg.train.link_weight,
                         decouple=cfg.train.decouple_prior, zero_shot_weight=cfg.train.zero_shot_weight,
                         maml_vmap=cfg.train.maml_vmap, vmap_chunk=cfg.train.vmap_chunk)
-    if g.pretrain_epochs > 0 and encoder is not None:
+    if g.pretrain_epochs > 0 and encoder is not None and init and init_from is None:
         from kgmeta.gnn import pretrain_link_prediction
 
         pretrain_link_prediction(encoder, kg, epochs=g.pretrain_epochs, seed=cfg.train.seed)
-    return Experiment(cfg, ontology, kg, dataset, splits, model.to(dev), dev)
+    exp = Experiment(cfg, ontology, kg, dataset, splits, model.to(dev), dev)
+    if init and init_from is not None:
+        _init_weights(exp, init_from)
+    return exp
 
 
 def _sampler(exp: Experiment, split: str, k_shot: int, *, zero_shot_prob: float = 0.0,
@@ -476,10 +555,12 @@ def eval_specs(exp: Experiment, split: str, shots: int, episodes: int, seed: int
 
 
 def evaluate_shots(exp: Experiment, split: str = "test", shots: Sequence[int] | None = None,
-                   episodes: int | None = None, *, progress: bool = False) -> dict[str, Any]:
+                   episodes: int | None = None, *, progress: bool = False,
+                   specs_out: dict[int, list[EpisodeSpec]] | None = None) -> dict[str, Any]:
     """Accuracy on ``split`` for each shot count, with the graph prior and (for a conditioned
     model) without it. ``{"with_prior": {"0shot": summary, ...}, "without_prior": {...}}``; a
-    0-shot entry without a prior is None (nothing to classify with)."""
+    0-shot entry without a prior is None (nothing to classify with). ``specs_out``, when given,
+    receives the episodes evaluated per shot count (both arms use the same ones)."""
     cfg = exp.cfg
     shots = list(cfg.episodes.eval_shots if shots is None else shots)
     episodes = cfg.episodes.eval_episodes if episodes is None else episodes
@@ -488,6 +569,8 @@ def evaluate_shots(exp: Experiment, split: str = "test", shots: Sequence[int] | 
     cache = feature_cache(exp, exp.splits[split]) or False  # one pass over the split's images
     for k in shots:
         specs = eval_specs(exp, split, k, episodes, cfg.train.seed + 1)
+        if specs_out is not None:
+            specs_out[k] = specs
         if exp.model.conditioned:
             out["with_prior"][f"{k}shot"] = evaluate_specs(exp, specs, use_prior=True, progress=progress,
                                                            desc=f"{split} {k}-shot", cache=cache)
@@ -585,13 +668,13 @@ def _check_fingerprint(state: dict[str, Any], cfg: RunConfig, path: Path) -> Non
                               f"new run")
 
 
-def _load_model_state(exp: Experiment, state: dict[str, Any], path: Path) -> None:
+def _load_model_state(exp: Experiment, state: dict[str, Any], path: Path,
+                      fix: str = "was it written by another config?") -> None:
     try:
         exp.model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
-        raise CheckpointError(f"{path}: weights do not fit this model ({first}); was it written by "
-                              f"another config?") from None
+        raise CheckpointError(f"{path}: weights do not fit this model ({first}); {fix}") from None
 
 
 def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
@@ -669,7 +752,9 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     started = time.time()
     if ctx.active and (device is None and resolve_device(cfg.train.device).type == "cuda"):
         device = f"cuda:{ctx.local_rank}"
-    exp = build(cfg, device)
+    exp = build(cfg, device, like=load_run_graph(run_dir), init=state is None)
+    if ctx.is_main and not (run_dir / GRAPH_FILE).is_file():
+        save_run_graph(run_dir, exp.kg)
     t = cfg.train
     model = exp.model
     if cfg.model.learner == "finetune":
@@ -777,7 +862,12 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
                                "processes": ctx.world}
     if not ctx.is_main:
         return summary
-    if evaluate:
+    if cfg.train.init_from is not None:
+        summary["parent"] = str(cfg.train.init_from)
+    if evaluate and not exp.splits["test"]:
+        log("no test classes (data.test_classes is empty): the test evaluation is skipped; evaluate "
+            "the run on held-out data with kgmeta evaluate RUN --data ...")
+    elif evaluate:
         if best_step is not None and (ckpt_dir / "best.pt").exists():
             _load_model_state(exp, load_checkpoint(ckpt_dir / "best.pt", exp.device), ckpt_dir / "best.pt")
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
@@ -816,7 +906,7 @@ def _fit_finetune(exp: Experiment, run_dir: Path, log: Callable[[str], None], me
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": t.steps, "best_val_accuracy": None,
                                "best_step": None, "train_s": round(time.time() - started, 1),
                                "learner": "finetune", "conditioning": cfg.model.conditioning}
-    if evaluate:
+    if evaluate and exp.splits["test"]:
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
     write_json(run_dir / "summary.json", summary)
@@ -855,7 +945,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = 
     if not path.is_file():  # before the (slow) build
         raise CheckpointError(f"{path}: checkpoint not found; the run folder is incomplete: train it "
                               f"again, or resume it if it holds checkpoints/last.pt")
-    exp = build(cfg, device)
+    exp = build(cfg, device, like=load_run_graph(run_dir), init=False)
     state = load_checkpoint(path, exp.device)
     _check_fingerprint(state, cfg, path)
     _load_model_state(exp, state, path)
