@@ -24,9 +24,11 @@ from kgmeta.model import KGMetaModel, PriorHead
 from kgmeta.ontology import Ontology, load_class_mapping, load_ontology
 from kgmeta.synthetic import SyntheticDataset, benchmark_classes, render
 from kgmeta.train import Experiment, build, load_run
+from kgmeta.transfer import adapt, evaluate_data
 
 __all__ = [
     "__version__",
+    "adapt", "evaluate_data",
     "BACKBONES", "CheckpointError", "ConfigError", "DataError", "Episode", "EpisodeMetrics",
     "EpisodeSampler", "Experiment", "GraphEncoder", "ImageClassDataset", "ImageFolderDataset",
     "KGMetaError", "KGMetaModel", "KnowledgeGraph", "LEARNERS", "Learner", "NpzDataset", "Ontology",

@@ -50,19 +50,45 @@ def fit(config: RunConfig | str | os.PathLike | Mapping[str, Any] | None = None,
 
 
 def evaluate(run: str | os.PathLike, *, shots: Sequence[int] | None = None, episodes: int | None = None,
-             split: str = "test", device: str | None = None) -> dict[str, Any]:
+             split: str | None = None, device: str | None = None,
+             data: Sequence[str | os.PathLike] | str | os.PathLike | None = None, kind: str = "folders",
+             classes: str | os.PathLike | None = None, ontology: Sequence[str | os.PathLike] = (),
+             n_way: int | None = None, include_train_classes: bool = False) -> dict[str, Any]:
     """Evaluate a run folder's model, like ``kgmeta evaluate``.
+
+    Without ``data`` the run's own split is evaluated; with it, the classes of new labelled data
+    (:func:`kgmeta.transfer.evaluate_data`: classes the run never listed, with ontology files or
+    class-map rows adding classes the training ontology lacked).
 
     Args:
         run: folder written by :func:`fit` / ``kgmeta train``.
         shots: shot counts (default: the run's ``episodes.eval_shots``); 0 is zero-shot.
         episodes: episodes per shot count (default: the run's ``episodes.eval_episodes``).
-        split: ``"test"`` (unseen classes), ``"val"`` or ``"train"``.
+        split: ``"test"`` (unseen classes, the default), ``"val"`` or ``"train"``; not with ``data``.
         device: where to run.
+        data: image folders (one sub-folder per class) or an ``.npz`` archive to evaluate on.
+        kind: ``"folders"`` or ``"npz"`` (with ``data``).
+        classes: class map file (with ``data``).
+        ontology: extra ontology files merged into the run's (with ``data``).
+        n_way: classes per episode (with ``data``; default: the run's).
+        include_train_classes: also evaluate the run's meta-train classes (with ``data``).
 
     Returns:
         ``{"with_prior": {"<k>shot": summary}, "without_prior": {...}, "split", "n_way",
         "episodes"}``; each summary has ``accuracy`` ``[mean, ci95]``, ``balanced_accuracy``,
-        ``macro_f1``, ``per_class``, ``mistake_severity`` and ``accuracy_by_hops``.
+        ``macro_f1``, ``per_class``, ``mistake_severity`` and ``accuracy_by_hops``. With ``data``
+        also ``classes`` (each class's role for the run), ``added_nodes`` and ``out_dir``.
     """
-    return evaluate_run(run, shots=shots, episodes=episodes, split=split, device=device)
+    if data is None:
+        if classes is not None or ontology or n_way is not None or include_train_classes:
+            raise TypeError("classes, ontology, n_way and include_train_classes apply to new data; pass data=")
+        return evaluate_run(run, shots=shots, episodes=episodes, split=split or "test", device=device)
+    if split is not None:
+        raise TypeError("split names a split of the run's own classes; with data= the data's classes are "
+                        "evaluated")
+    from kgmeta.transfer import evaluate_data
+
+    roots = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    return evaluate_data(run, roots, kind=kind, classes=classes, ontology=ontology, n_way=n_way,
+                         shots=shots, episodes=episodes, include_train_classes=include_train_classes,
+                         device=device)

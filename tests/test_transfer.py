@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import kgmeta
 from kgmeta.cli import main
 from kgmeta.config import load_config
 from kgmeta.errors import ConfigError, DataError, KGMetaError, OntologyError
@@ -81,7 +82,7 @@ def test_folders_of_the_runs_test_classes_give_the_same_numbers(world: dict) -> 
     and give exactly the numbers of `kgmeta evaluate RUN` (the class folder is the class)."""
     run = world["run"]
     own = evaluate_run(run, shots=[0, 1], episodes=12)
-    same = evaluate_data(run, [world["own"]], shots=[0, 1], episodes=12)
+    same = kgmeta.evaluate(run, data=world["own"], shots=[0, 1], episodes=12)  # the API, as the CLI
     for arm in ("with_prior", "without_prior"):
         for k in ("0shot", "1shot"):
             if own[arm][k] is None:
@@ -258,3 +259,24 @@ def test_build_graph_like_drops_unknown_relations(tmp_path: Path) -> None:
     assert big.dropped_edges >= 1
     rows = [big.index[i] for i in kg.iris]
     assert torch.equal(big.data.x[rows], kg.data.x)
+
+
+def test_npz_data_with_an_index_ordered_map(world: dict, tmp_path: Path) -> None:
+    from PIL import Image
+
+    names = ["femur_opacity_medium", "liver_cluster_small", "retinal_layer_cyst_medium"]
+    images, labels = [], []
+    for label, name in enumerate(names):
+        for f in sorted((world["own"] / name).iterdir())[:8]:
+            images.append(np.asarray(Image.open(f).convert("RGB")))
+            labels.append(label)
+    path = tmp_path / "new.npz"
+    np.savez(path, test_images=np.stack(images), test_labels=np.array(labels)[:, None])
+    mapping = tmp_path / "map.tsv"
+    mapping.write_text("index\tlabel\tontology_id\n0\tfemur\tkgm:FemurOpacity\n"
+                       "1\tliver\tkgm:LiverCluster\n2\tretina\tkgm:RetinalLayerCyst\n", encoding="utf-8")
+    result = evaluate_data(world["run"], [path], kind="npz", classes=mapping, shots=[1], episodes=3)
+    assert [(c["name"], c["role"], c["images"]) for c in result["classes"]] == [
+        ("femur", "test", 8), ("liver", "test", 8), ("retina", "test", 8)]
+    with pytest.raises(TypeError, match="apply to new data"):
+        kgmeta.evaluate(world["run"], classes=mapping)
