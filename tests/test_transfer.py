@@ -280,3 +280,15 @@ def test_npz_data_with_an_index_ordered_map(world: dict, tmp_path: Path) -> None
         ("femur", "test", 8), ("liver", "test", 8), ("retina", "test", 8)]
     with pytest.raises(TypeError, match="apply to new data"):
         kgmeta.evaluate(world["run"], classes=mapping)
+
+
+def test_a_damaged_graph_file_is_one_line_error(world: dict, tmp_path: Path) -> None:
+    from kgmeta.errors import CheckpointError
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    (run / "graph.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="graph.pt: not a readable kgmeta graph"):
+        load_run(run)
+    (run / "graph.pt").unlink()  # an older run without one: rebuilt from the ontology files
+    assert load_run(run).kg.num_nodes == load_run(world["run"]).kg.num_nodes
