@@ -10,7 +10,20 @@ from __future__ import annotations
 
 
 class KGMetaError(Exception):
-    """Base class of errors caused by user input (files, configs, arguments)."""
+    """Base class of errors caused by user input (files, configs, arguments).
+
+    The message is always one line: line breaks in it (a library's multi-line reason quoted in
+    the message) are folded, with the spaces around them, into single spaces. The text as given
+    is kept in ``detail`` (``None`` when it was one line already); ``kgmeta --verbose`` prints it
+    with the library error behind it.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        text = str(message)
+        lines = text.splitlines()
+        line = " ".join(s.strip() for s in lines if s.strip()) if lines != [text] else text
+        super().__init__(line, *args)
+        self.detail: str | None = text if line != text else None
 
 
 class OntologyError(KGMetaError):

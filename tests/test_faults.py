@@ -435,7 +435,7 @@ BAD_ARGUMENTS = {  # {run}: an empty folder, {out}: must stay absent, {tmp}: hol
     "ontology-info": (["ontology", "info", "{tmp}/missing.ttl"], "{tmp}/missing.ttl: no such file"),
     "ontology-resolve": (["ontology", "resolve", "{tmp}/missing.ttl", "--names", "melanoma"],
                          "{tmp}/missing.ttl: no such file"),
-    "embed": (["embed", "{onto}", "--out", "{out}/e.pt", "--epochs", "-1"], "epochs=-1 must be >= 0"),
+    "embed": (["embed", "{onto}", "--out", "{out}/e.pt", "--epochs", "-1"], "--epochs = -1 is out of range"),
     "embed-out": (["embed", "{onto}", "--out", "{tmp}"], "--out {tmp}: is a folder"),
     "synth": (["synth", "--out", "{tmp}/file.txt"], "is a file, not a folder"),
     "synth-size": (["synth", "--out", "{out}", "--size", "4"], "--size 4"),
