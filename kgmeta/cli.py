@@ -329,8 +329,8 @@ def _cmd_plots(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes {args.episodes}: give a positive number of episodes")
-    check_run_dir(_run_folder(args.run, "plots"))
     check_flag("episodes.eval_episodes", args.episodes, "--episodes")
+    check_run_dir(_run_folder(args.run, "plots"))
     for path in plot_run(args.run, log=lambda m: _echo(m, file=sys.stderr), episodes=args.episodes):
         _echo(str(path))
     return 0

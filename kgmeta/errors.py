@@ -8,6 +8,20 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """A library's exception as a short reason to quote in a one-line message: its type and the
+    first sentence of its first line, terminal colour codes removed, at most ``limit``
+    characters. The full text stays on the exception (``raise ... from exc``) for ``--verbose``."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    text = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 class KGMetaError(Exception):
     """Base class of errors caused by user input (files, configs, arguments).
