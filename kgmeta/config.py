@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Literal, Union
 import yaml
 
 from kgmeta.errors import ConfigError
-from kgmeta.limits import read_bounded
+from kgmeta.limits import check_yaml_depth, read_bounded
 
 __all__ = [
     "OntologyConfig",
@@ -716,22 +716,8 @@ _MAX_DEPTH = 20  # nesting of mappings and lists; a config is 2-3 levels deep
 
 
 def _check_depth(text: str, label: str) -> None:
-    """Refuse YAML nested more than ``_MAX_DEPTH`` levels, from the parser's events (which are
-    read without recursion) before the recursive composer overflows the stack; syntax errors are
-    left to the real parse."""
-    depth = 0
-    try:
-        for event in yaml.parse(text, Loader=_StrictLoader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > _MAX_DEPTH:
-                    line = event.start_mark.line + 1 if event.start_mark else "?"
-                    raise ConfigError(f"{label}: YAML nested more than {_MAX_DEPTH} levels deep "
-                                      f"(line {line}); a config is a few levels deep: flatten it")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError:
-        return
+    check_yaml_depth(text, label, _MAX_DEPTH, "a config is a few levels deep: flatten it",
+                     ConfigError)
 
 
 def _parse_yaml(text: str, label: str) -> Any:

@@ -24,7 +24,8 @@ try:
 except ImportError:  # pragma: no cover - not on Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["available_memory", "check_memory", "check_regular_file", "format_bytes", "read_bounded"]
+__all__ = ["available_memory", "check_memory", "check_regular_file", "check_yaml_depth", "format_bytes",
+           "read_bounded"]
 
 _CHUNK = 1 << 20
 
@@ -90,6 +91,27 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str,
                 raise error(f"{path}: is more than the {format_bytes(limit)} kgmeta reads for "
                             f"{what}; {fix}")
     return b"".join(parts)
+
+
+def check_yaml_depth(text: str, where: str, limit: int, fix: str, error: type[KGMetaError]) -> None:
+    """Raise ``error`` when the YAML ``text`` nests mappings and lists more than ``limit`` levels
+    deep. The parser's events are read without recursion, so this runs before PyYAML's recursive
+    composer would overflow the stack; syntax errors are left to the real parse."""
+    import yaml
+
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > limit:
+                    line = event.start_mark.line + 1 if event.start_mark else "?"
+                    raise error(f"{where}: YAML nested more than {limit} levels deep (line "
+                                f"{line}); {fix}")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return
 
 
 def _read_int(path: str) -> int | None:

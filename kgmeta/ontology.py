@@ -32,7 +32,7 @@ from rdflib.store import Store
 
 from kgmeta import obo as obo_reader
 from kgmeta.errors import OntologyError
-from kgmeta.limits import available_memory, format_bytes, read_bounded
+from kgmeta.limits import available_memory, check_yaml_depth, format_bytes, read_bounded
 from kgmeta.vocab import (
     BFO_HAS_PART,
     BFO_PART_OF,
@@ -1691,6 +1691,8 @@ def _mapping_rows(path: Path) -> list[tuple[int, str, str | None, list[str]]]:
     if ext in (".yaml", ".yml"):
         import yaml
 
+        check_yaml_depth(text, str(path), 8, "a class-mapping file is 2-3 levels deep: flatten it",
+                         OntologyError)
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -305,6 +305,8 @@ def test_network_only_when_asked(no_network):
     ("bad_parent.tsv", "new\t\ttwin\n", ["row 1: parent 'twin' of class 'new' is ambiguous"]),
     ("binary.tsv", b"\x00\x01\x02\xff", ["binary file, not a class-mapping file"]),
     ("map.json", "{}", ["unknown class-mapping format '.json'", "use .tsv, .csv or .yaml"]),
+    ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n",  # unguarded: RecursionError traceback
+     ["deep.yaml: YAML nested more than 8 levels deep (line 1)", "flatten it"]),
 ])
 def test_bad_class_mapping_is_one_line(onto, tmp_path, capsys, name, content, fragments):
     path = write(tmp_path / name, content)
