@@ -508,7 +508,7 @@ def _npz_nbytes(npz: Any, p: Path, key: str) -> int:
     """Bytes array ``key`` of an open npz decodes to, from its .npy header and without
     decompressing the data; DataError when the member holds fewer bytes than its header declares
     (damaged) or the header cannot be read."""
-    name = npz._files.get(key, key + ".npy")
+    name = getattr(npz, "_files", {}).get(key, key + ".npy")  # member name of array ``key``
     try:
         info = npz.zip.getinfo(name)
         with npz.zip.open(name) as fh:

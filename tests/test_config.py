@@ -484,7 +484,7 @@ def _int_fields() -> dict[str, st.SearchStrategy[int]]:
     # max(k_shot, eval_shots) + q_query must fit the default data.images_per_class (300)
     out["episodes.k_shot"] = st.integers(0, 140)
     out["episodes.q_query"] = st.integers(1, 140)
-    out["data.images_per_class"] = st.integers(600, 10**6)
+    out["data.images_per_class"] = st.integers(600, 100_000)
     out["train.seed"] = st.integers(0, 2**32 - 1)
     return out
 
