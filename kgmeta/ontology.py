@@ -228,9 +228,10 @@ class Ontology:
         self.sources = list(sources or [])
         self.aliases = dict(aliases or {})  # alternative IRI (OBO alt_id) -> IRI
         self.imports = list(imports or [])
-        # the edge of a term to itself is dropped (OWL reasoners assert A subClassOf A for every
-        # class) but an OBO ``is_a:`` to itself is a mistake, reported as a cycle of one
-        self.self_parents = sorted(set(self_parents) & live)
+        # the edge of a class to itself is dropped from the graph, but a class that is its own
+        # parent (OBO ``is_a:`` itself, ``X rdfs:subClassOf X``) is reported as a cycle of one
+        self.self_parents = sorted((set(self_parents) | {
+            e.source for e in edges if e.source == e.target and e.relation == SUBCLASS_OF}) & live)
         self._classes = sorted(live)
         self._out: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         self._in: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
@@ -596,7 +597,6 @@ class _Builder:
         self.prefixes: dict[str, str] = {}
         self.aliases: dict[str, str] = {}
         self.imports: list[str] = []
-        self.self_parents: set[str] = set()  # OBO terms with is_a: themselves
 
     def term(self, iri: str) -> Term:
         t = self.terms.get(iri)
@@ -1011,8 +1011,6 @@ def _extract_obo(path: Path, text: str, b: _Builder) -> None:
                 target = to_iri(_first_token(v), line)
                 b.term(target)
                 b.edges.add(Edge(iri, SUBCLASS_OF, target))
-                if target == iri:
-                    b.self_parents.add(iri)
             elif tag in ("relationship", "intersection_of"):
                 parts = obo_reader.plain_value(v).split()
                 if tag == "intersection_of" and len(parts) == 1:
@@ -1645,8 +1643,7 @@ def _load_all(paths: list, include_deprecated: bool, prefixes: dict[str, str] | 
         all_prefixes.setdefault(p, ns)
     return Ontology(b.terms, list(b.edges), relation_labels=b.relation_labels,
                     unparsed=dict(b.unparsed), prefixes=all_prefixes, sources=sources,
-                    aliases=b.aliases, imports=b.imports, include_deprecated=include_deprecated,
-                    self_parents=b.self_parents)
+                    aliases=b.aliases, imports=b.imports, include_deprecated=include_deprecated)
 
 
 # --------------------------------------------------------------------------------------------
