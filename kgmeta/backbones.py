@@ -34,7 +34,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from kgmeta.errors import ConfigError, DataError
+from kgmeta.errors import ConfigError, DataError, reason
 
 __all__ = [
     "BACKBONES",
@@ -225,7 +225,7 @@ def _load_resnet18_weights(trunk: nn.Module, weights_path: str | Path, bn_mode: 
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise ConfigError(f"weights_path={str(path)!r} cannot be read as a state dict "
-                          f"({type(exc).__name__}: {exc}); save one with torch.save(model.state_dict(), path)"
+                          f"({reason(exc)}); save one with torch.save(model.state_dict(), path)"
                           ) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

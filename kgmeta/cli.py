@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kgmeta import __version__
+from kgmeta.config import check_flag
 from kgmeta.errors import CheckpointError, ConfigError, DataError, KGMetaError
 
 EXIT_USER_ERROR = 2
@@ -51,8 +52,25 @@ def _check_device(name: str | None) -> str | None:
         return None
     from kgmeta.train import resolve_device
 
-    resolve_device(name)
+    resolve_device(name, "--device")
     return name
+
+
+def _echo(text: str, file=None) -> None:
+    """``print(text)`` that never fails on a name: bytes of file names that are not UTF-8
+    (kept by Python as lone surrogates) print as ``\\xff``, and characters the stream cannot
+    encode as ``\\u....`` escapes, instead of a UnicodeEncodeError."""
+    stream = sys.stdout if file is None else file
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+    print(text, file=stream)
 
 
 def _split_names(text: str) -> list[str]:
@@ -66,7 +84,7 @@ def _cmd_ontology_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(ontology.info(), indent=2, sort_keys=True, default=str))
     else:
-        print(ontology.format_info())
+        _echo(ontology.format_info())
     return 0
 
 
@@ -78,19 +96,19 @@ def _cmd_ontology_resolve(args: argparse.Namespace) -> int:
     if args.mapping:
         ontology, mapping = load_class_mapping(args.mapping, ontology)
         for name, iri in mapping.items():
-            print(f"{name}\t{ontology.curie(iri)}\t{ontology.label(iri)}\tmapping")
+            _echo(f"{name}\t{ontology.curie(iri)}\t{ontology.label(iri)}\tmapping")
     if not names:
         if not args.mapping:
             raise KGMetaError("ontology resolve: nothing to resolve; pass --names a,b,c or --mapping FILE")
         return 0
     report = ontology.resolve_many(names)
     for name, iri in report.matches.items():
-        print(f"{name}\t{ontology.curie(iri)}\t{ontology.label(iri)}\t{report.how[name]}")
+        _echo(f"{name}\t{ontology.curie(iri)}\t{ontology.label(iri)}\t{report.how[name]}")
     for name, iris in report.ambiguous.items():
         options = ", ".join(f"{ontology.curie(i)} ({ontology.label(i)})" for i in iris)
-        print(f"{name}\tAMBIGUOUS\t{options}")
+        _echo(f"{name}\tAMBIGUOUS\t{options}")
     for name in report.unmatched:
-        print(f"{name}\tUNMATCHED")
+        _echo(f"{name}\tUNMATCHED")
     return 0 if not (report.unmatched or report.ambiguous) else 1
 
 
@@ -100,6 +118,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out}: is a folder; give the embedding file to write, e.g. "
                           f"{Path(args.out) / 'embeddings.pt'}")
+    check_flag("graph.embed_dim", args.dim, "--dim")
+    check_flag("graph.pretrain_epochs", args.epochs, "--epochs")
     result = embed_command(
         args.files, args.out, epochs=args.epochs, seed=args.seed, out_dim=args.dim, kind=args.kind
     )
@@ -114,6 +134,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n-per-class {args.n_per_class}: give at least 1 image per class")
     if args.size < 8:
         raise ConfigError(f"--size {args.size}: give an image side of at least 8 pixels")
+    check_flag("data.image_size", args.size, "--size")
+    check_flag("data.images_per_class", args.n_per_class, "--n-per-class")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: is a file, not a folder; pass a new or existing folder")
@@ -160,7 +182,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = fit(cfg, out=args.out, resume=args.resume, device=args.device, quiet=args.quiet)
     if args.quiet and "test" in summary:
         print(format_results(summary["test"]))
-    print(f"run folder: {summary['run_dir']}")
+    _echo(f"run folder: {summary['run_dir']}")
     return 0
 
 
@@ -200,6 +222,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.episodes is not None and args.episodes < 2:
         raise KGMetaError(f"--episodes {args.episodes}: need at least 2 episodes for a confidence interval")
+    if args.episodes is not None:
+        check_flag("episodes.eval_episodes", args.episodes, "--episodes")
     shots = _parse_shots(args.shots)
     _check_device(args.device)
     _run_folder(args.run, "evaluate")
@@ -269,6 +293,9 @@ def _evaluate_robustness(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes {args.episodes}: give a positive number of episodes")
     if args.attack_steps < 1:
         raise ConfigError(f"--attack-steps {args.attack_steps}: PGD needs at least 1 step")
+    check_flag("adversarial.steps", args.attack_steps, "--attack-steps")
+    if args.episodes is not None:
+        check_flag("episodes.eval_episodes", args.episodes, "--episodes")
     epsilons = parse_epsilons(args.epsilons)
     _check_device(args.device)
     _run_folder(args.run, "evaluate --protocol robustness")
@@ -323,7 +350,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     _run_folder(args.run, "explain")
     exp = load_run(args.run, device=args.device)
     result = explain_class(exp, args.cls, top_k=args.top_k, max_candidates=args.max_candidates)
-    print(json.dumps(result, indent=2, default=str) if args.json else format_explanation(result))
+    _echo(json.dumps(result, indent=2, default=str) if args.json else format_explanation(result))
     return 0
 
 
@@ -352,7 +379,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         extend_graph(exp, onto)
     result = predict(exp, args.support, images, _split_names(args.classes or ""),
                      use_prior=not args.no_prior)
-    print(json.dumps(result, indent=2, default=str) if args.json else format_predictions(result))
+    _echo(json.dumps(result, indent=2, default=str) if args.json else format_predictions(result))
     return 0
 
 
@@ -362,9 +389,10 @@ def _cmd_plots(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes {args.episodes}: give a positive number of episodes")
+    check_flag("episodes.eval_episodes", args.episodes, "--episodes")
     check_run_dir(_run_folder(args.run, "plots"))
-    for path in plot_run(args.run, log=lambda m: print(m, file=sys.stderr), episodes=args.episodes):
-        print(path)
+    for path in plot_run(args.run, log=lambda m: _echo(m, file=sys.stderr), episodes=args.episodes):
+        _echo(str(path))
     return 0
 
 
@@ -391,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Knowledge-graph-augmented few-shot and zero-shot medical image classification.",
     )
     parser.add_argument("--version", action="version", version=f"kgmeta {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="after an error's one line, print its full detail and the library "
+                             "error behind it")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="meta-train and evaluate (default: KG-ProtoNet on the "
@@ -532,7 +563,25 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     synth.add_argument("--ontology", nargs="*", help="ontology files (default: the shipped one)")
     synth.set_defaults(func=_cmd_synth)
+    for sp in [*sub.choices.values(), *onto_sub.choices.values()]:  # `kgmeta train --verbose` too
+        sp.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
     return parser
+
+
+def _print_error(exc: KGMetaError, verbose: bool) -> None:
+    """The one line ``kgmeta: error: ...``; with ``verbose`` also the message as raised (when it
+    had several lines) and the traceback of the library error behind it, if any."""
+    _echo(f"kgmeta: error: {exc}", file=sys.stderr)
+    if not verbose:
+        return
+    if exc.detail:
+        _echo(f"detail: {exc.detail}", file=sys.stderr)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None:
+        import traceback
+
+        _echo("caused by:\n" + "".join(traceback.format_exception(cause)).rstrip(), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -549,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
-        print(f"kgmeta: error: {exc}", file=sys.stderr)
+        _print_error(exc, False)
         return EXIT_USER_ERROR
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
@@ -562,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except KGMetaError as exc:
-        print(f"kgmeta: error: {exc}", file=sys.stderr)
+        _print_error(exc, getattr(args, "verbose", False))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("kgmeta: interrupted", file=sys.stderr)

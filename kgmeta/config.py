@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Literal, Union
 import yaml
 
 from kgmeta.errors import ConfigError
+from kgmeta.limits import check_yaml_depth, read_bounded
 
 __all__ = [
     "OntologyConfig",
@@ -62,6 +63,7 @@ __all__ = [
     "config_diff",
     "config_fingerprint",
     "config_reference_markdown",
+    "check_flag",
     "FINGERPRINT_IGNORED",
 ]
 
@@ -133,18 +135,21 @@ class GraphConfig(_Section):
 
     encoder: Literal["rgcn", "gat", "gcn"] = _opt(
         "rgcn", "GNN architecture embedding the ontology (RGCN uses the edge types)")
-    embed_dim: int = _opt(64, "size d of the node embeddings z", ge=1)
-    hidden: int = _opt(128, "hidden width of the GNN layers", ge=1)
+    embed_dim: int = _opt(64, "size d of the node embeddings z", ge=1, le=4096)
+    hidden: int = _opt(128, "hidden width of the GNN layers", ge=1, le=4096)
     layers: int = _opt(
-        3, "number of message-passing layers (inherited attributes sit 2+ hops from a class)", ge=1)
+        3, "number of message-passing layers (inherited attributes sit 2+ hops from a class)", ge=1,
+        le=32)
     feature_dim: int = _opt(
-        128, "size of each node's text feature vector (labels, synonyms, definitions)", ge=1)
+        128, "size of each node's text feature vector (labels, synonyms, definitions)", ge=1,
+        le=4096)
     text_encoder: str = _opt(
         "tfidf", "method turning node text into features (`tfidf`: TF-IDF reduced by SVD)",
         min_len=1)
     dropout: float = _opt(0.1, "dropout between GNN layers", ge=0.0, lt=1.0)
     pretrain_epochs: int = _opt(
-        0, "link-prediction pretraining epochs of the GNN before meta-training; 0: none", ge=0)
+        0, "link-prediction pretraining epochs of the GNN before meta-training; 0: none", ge=0,
+        le=100_000)
 
 
 @dataclass(frozen=True)
@@ -166,10 +171,10 @@ class DataConfig(_Section):
         "ids) linking dataset classes to ontology nodes; null: resolve class names through "
         "the ontology's labels and synonyms",
         min_len=1)
-    image_size: int = _opt(32, "side H = W of the images given to the backbone", ge=8)
+    image_size: int = _opt(32, "side H = W of the images given to the backbone", ge=8, le=1024)
     channels: int = _opt(3, "image channels: 1 (grey) or 3 (RGB)", choices=(1, 3))
     images_per_class: int = _opt(
-        300, "images rendered per class (kind `synthetic` only)", ge=1)
+        300, "images rendered per class (kind `synthetic` only)", ge=1, le=100_000)
     train_classes: tuple[str, ...] | None = _opt(
         None, "classes (names or ontology CURIEs) of the meta-training split; null: the "
         "default split", min_len=1, unique=True)
@@ -180,8 +185,8 @@ class DataConfig(_Section):
         None, "classes of the test split (never seen in training); null: the default split",
         min_len=1, unique=True)
     memory_cap_mb: int = _opt(
-        2048, "most MiB of decoded images held in memory; larger datasets are read lazily",
-        ge=1)
+        2048, "most MiB of decoded images held in memory; image folders over it are read "
+        "lazily, .npz files over it are refused", ge=1, le=1 << 20)
 
     def _check(self) -> None:
         if self.kind != "synthetic" and not self.roots:
@@ -190,6 +195,12 @@ class DataConfig(_Section):
                 f"data.roots is empty but data.kind is {self.kind!r}; set data.roots to the "
                 f"{'image folders' if self.kind == 'folders' else '.npz files'}, "
                 f"e.g. --set data.roots=[path/to/data]", related=("data.kind",))
+        if self.kind == "npz" and len(self.roots) > 1:
+            raise _KeyedError(
+                "data.roots",
+                f"data.roots lists {len(self.roots)} .npz files but data.kind 'npz' reads one "
+                f"(the class indices of two files would collide); give one file, e.g. "
+                f"--set data.roots=[{_show(self.roots[0])}]", related=("data.kind",))
         splits = [("train_classes", self.train_classes), ("val_classes", self.val_classes),
                   ("test_classes", self.test_classes)]
         for i, (name_a, a) in enumerate(splits):
@@ -211,19 +222,19 @@ class EpisodeConfig(_Section):
 
     SECTION = "episodes"
 
-    n_way: int = _opt(5, "classes per episode", ge=2)
+    n_way: int = _opt(5, "classes per episode", ge=2, le=1000)
     k_shot: int = _opt(
-        1, "support images per class in training episodes; 0: zero-shot", ge=0)
-    q_query: int = _opt(10, "query images per class in every episode", ge=1)
+        1, "support images per class in training episodes; 0: zero-shot", ge=0, le=1000)
+    q_query: int = _opt(10, "query images per class in every episode", ge=1, le=1000)
     zero_shot_prob: float = _opt(
         0.0, "probability that a training episode is zero-shot (graph prior only; "
         "train.zero_shot_weight trains that path on every episode instead)",
         ge=0.0, le=1.0)
     eval_shots: tuple[int, ...] = _opt(
-        (0, 1, 5), "shots K evaluated at test time, one result per K", ge=0, min_items=1,
-        unique=True)
-    eval_episodes: int = _opt(600, "test episodes per evaluated shot count", ge=1)
-    val_episodes: int = _opt(50, "validation episodes per validation round", ge=1)
+        (0, 1, 5), "shots K evaluated at test time, one result per K", ge=0, le=1000,
+        min_items=1, unique=True)
+    eval_episodes: int = _opt(600, "test episodes per evaluated shot count", ge=1, le=1_000_000)
+    val_episodes: int = _opt(50, "validation episodes per validation round", ge=1, le=1_000_000)
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,7 @@ class ModelConfig(_Section):
     conditioning: Literal["none", "kg"] = _opt(
         "kg", "`kg`: class priors from the graph; `none`: the plain baseline")
     inner_steps: int = _opt(
-        5, "inner-loop gradient steps (MAML family, Reptile, fine-tune)", ge=1)
+        5, "inner-loop gradient steps (MAML family, Reptile, fine-tune)", ge=1, le=1000)
     inner_lr: float = _opt(0.01, "inner-loop learning rate", gt=0.0)
     proximal: float = _opt(
         0.0, "weight of an L2 pull of inner-loop weights toward their (graph-given) "
@@ -268,7 +279,7 @@ class TrainConfig(_Section):
     SECTION = "train"
 
     steps: int = _opt(150, "outer (meta-)optimisation steps", ge=1)
-    meta_batch: int = _opt(2, "episodes per outer step", ge=1)
+    meta_batch: int = _opt(2, "episodes per outer step", ge=1, le=1024)
     lr: float = _opt(1e-3, "outer-loop (Adam) learning rate", gt=0.0)
     prior_lr: float = _opt(
         3e-3, "learning rate of the GNN and prior head (lets the prior strength tau move)", gt=0.0)
@@ -303,7 +314,8 @@ class TrainConfig(_Section):
         "(same losses and gradients as the per-task loop; on a CPU it measured slower than the "
         "loop, see benchmarks/speed.py)")
     vmap_chunk: int | None = _opt(
-        None, "with maml_vmap: tasks vectorised at a time (bounds memory); null: all", ge=1)
+        None, "with maml_vmap: tasks vectorised at a time (bounds memory); null: all", ge=1,
+        le=1024)
     feature_cache: bool = _opt(
         True, "evaluate ProtoNet / fine-tune from features cached once per image when the "
         "backbone's features do not depend on the batch (model.bn_mode: running)")
@@ -323,7 +335,7 @@ class AdversarialConfig(_Section):
     norm: str = _opt("linf", "perturbation norm: `linf` or `l2`", choices=("linf", "l2"))
     epsilon: float = _opt(8 / 255, "perturbation budget in [0, 1] pixel units", ge=0.0, le=1.0)
     step_size: float = _opt(2 / 255, "PGD step size in pixel units", gt=0.0, le=1.0)
-    steps: int = _opt(7, "PGD steps (FGSM takes one step of size epsilon)", ge=1)
+    steps: int = _opt(7, "PGD steps (FGSM takes one step of size epsilon)", ge=1, le=1000)
     ratio: float = _opt(0.5, "share of training episodes that are attacked", ge=0.0, le=1.0)
     targets: str = _opt("query", "which images are attacked: `query`, `support` or `both`",
                         choices=("query", "support", "both"))
@@ -597,11 +609,28 @@ def _check_scalar(value: Any, meta: Mapping[str, Any], key: str) -> None:
             raise _KeyedError(key, f"{key} = {_show(value)} is out of range: must be {rng}; "
                                    f"set {key} to {fix}")
     if isinstance(value, str):
+        if "choices" in meta and value not in meta["choices"]:
+            close = difflib.get_close_matches(value, [str(c) for c in meta["choices"]], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _KeyedError(key, f"{key} = {_show(value)} is not a valid choice: must be one of "
+                                   f"{', '.join(repr(c) for c in meta['choices'])}{hint}")
         if len(value) < meta.get("min_len", 0):
             raise _KeyedError(key, f"{key} is an empty string; give a value or remove the key")
         pattern = meta.get("pattern")
         if pattern and not re.fullmatch(pattern, value):
             raise _KeyedError(key, f"{key} = {_show(value)} is not valid: {meta['help']}")
+
+
+def check_flag(key: str, value: Any, flag: str) -> None:
+    """Check the value of a command-line flag against the range of config key ``key`` (e.g.
+    ``kgmeta synth --size`` against ``data.image_size``), so a flag and its key share one range.
+
+    Raises:
+        ConfigError: naming ``flag``, the value and the range.
+    """
+    head, _, leaf = key.partition(".")
+    meta = next(f.metadata for f in dataclasses.fields(_SECTIONS[head]) if f.name == leaf)
+    _check_scalar(value, meta, flag)
 
 
 # --------------------------------------------------------------------------- keys
@@ -687,7 +716,16 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+_MAX_DEPTH = 20  # nesting of mappings and lists; a config is 2-3 levels deep
+
+
+def _check_depth(text: str, label: str) -> None:
+    check_yaml_depth(text, label, _MAX_DEPTH, "a config is a few levels deep: flatten it",
+                     ConfigError)
+
+
 def _parse_yaml(text: str, label: str) -> Any:
+    _check_depth(text, label)
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
@@ -702,9 +740,14 @@ def _parse_yaml(text: str, label: str) -> Any:
                           f"fix the syntax") from None
 
 
+_MAX_CONFIG_BYTES = 1 << 20  # the shipped configs are a few kB
+
+
 def _read_file(path: Path, label: str) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, _MAX_CONFIG_BYTES, "a YAML config file", ConfigError,
+                            "pass a YAML config file (the shipped ones are a few kB)"
+                            ).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {label!r} not found; check the path (the shipped "
                           f"configs are in configs/)") from None
@@ -726,13 +769,30 @@ def _read_file(path: Path, label: str) -> dict[str, Any]:
     return data
 
 
-def _layers(path: Path, label: str, stack: list[tuple[Path, str]]) -> list[tuple[str, dict]]:
-    """The file and its ``base`` ancestors as (label, data) layers, base first."""
+_MAX_BASE_DEPTH = 16  # files in one chain of base: keys
+_MAX_BASE_FILES = 64  # files a config inherits from in all
+
+
+def _layers(path: Path, label: str, stack: list[tuple[Path, str]],
+            loaded: set[Path] | None = None) -> list[tuple[str, dict]]:
+    """The file and its ``base`` ancestors as (label, data) layers, base first. A file that
+    several bases share is read and merged once, at its first place (``loaded``)."""
+    loaded = set() if loaded is None else loaded
     resolved = path.resolve()
     chain = [lbl for p, lbl in stack] + [label]
     if any(p == resolved for p, _ in stack):
         raise ConfigError(f"{stack[0][1]}: base cycle {' -> '.join(chain)}; remove one of "
                           f"these base keys")
+    if resolved in loaded:
+        return []
+    if len(stack) >= _MAX_BASE_DEPTH:
+        raise ConfigError(f"{stack[0][1]}: the chain of base files is more than "
+                          f"{_MAX_BASE_DEPTH} deep ({chain[0]} -> {chain[1]} -> ... -> "
+                          f"{chain[-1]}); inherit from fewer levels (merge some base files)")
+    if len(loaded) >= _MAX_BASE_FILES:
+        raise ConfigError(f"{stack[0][1]}: inherits from more than {_MAX_BASE_FILES} files "
+                          f"through base keys (the last one {label}); merge some base files")
+    loaded.add(resolved)
     data = _read_file(path, label)
     base = data.pop("base", None)
     bases = [base] if isinstance(base, str) else base if isinstance(base, list) else None
@@ -744,7 +804,8 @@ def _layers(path: Path, label: str, stack: list[tuple[Path, str]]) -> list[tuple
     layers: list[tuple[str, dict]] = []
     for b in bases:
         b_path = path.parent / b
-        layers += _layers(b_path, os.path.normpath(str(b_path)), stack + [(resolved, label)])
+        layers += _layers(b_path, os.path.normpath(str(b_path)), stack + [(resolved, label)],
+                          loaded)
     return layers + [(label, data)]
 
 
@@ -776,9 +837,9 @@ def _plain(v: Any, label: str, path: str, depth: int, budget: list[int] | None =
     if budget[0] < 0:
         raise ConfigError(f"{label}: {path or 'the config'} holds more than {_MAX_VALUES} values "
                           f"(nested YAML aliases?); write plain values")
-    if depth > 20:
-        raise ConfigError(f"{label}: {path or 'the config'} is nested more than 20 levels deep "
-                          f"(a recursive YAML alias?); write plain values")
+    if depth > _MAX_DEPTH:
+        raise ConfigError(f"{label}: {path or 'the config'} is nested more than {_MAX_DEPTH} levels "
+                          f"deep (a recursive YAML alias?); write plain values")
     if isinstance(v, Mapping):
         return {_check_key(k, label, path): _plain(x, label, _join(path, k), depth + 1, budget)
                 for k, x in v.items()}
@@ -818,6 +879,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if key == "base":
         raise ConfigError(f"{label}: base can only be set inside a config file; pass the file "
                           f"with --config instead")
+    _check_depth(raw, label)
     try:
         value = yaml.load(raw, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:

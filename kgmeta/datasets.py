@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from kgmeta.errors import DataError
+from kgmeta.limits import check_memory, check_regular_file, format_bytes
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (about 0.25 GB RGB)
@@ -476,6 +478,7 @@ _MAX_NPZ_CLASSES = 100_000
 def _open_npz(p: Path) -> Any:
     """``np.load`` of an ``.npz`` archive; DataError naming the file for anything else."""
     try:
+        check_regular_file(p, "an .npz archive", DataError)
         with open(p, "rb") as fh:
             head = fh.read(6)
     except FileNotFoundError:
@@ -499,6 +502,32 @@ def _open_npz(p: Path) -> Any:
     except Exception as e:  # zipfile, zlib and numpy raise many types for damaged files
         raise DataError(f"{p}: cannot read as .npz ({_one_line(e)}); the file is damaged or "
                         f"truncated") from None
+
+
+def _npz_nbytes(npz: Any, p: Path, key: str) -> int:
+    """Bytes array ``key`` of an open npz decodes to, from its .npy header and without
+    decompressing the data; DataError when the member holds fewer bytes than its header declares
+    (damaged) or the header cannot be read."""
+    name = getattr(npz, "_files", {}).get(key, key + ".npy")  # member name of array ``key``
+    try:
+        info = npz.zip.getinfo(name)
+        with npz.zip.open(name) as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(fh)
+            header = fh.tell()
+    except Exception as e:  # zipfile, zlib and numpy raise many types for damaged headers
+        raise DataError(f"{p}: cannot read the header of {key} ({_one_line(e)}); the file is "
+                        f"damaged or truncated") from None
+    nbytes = math.prod(shape) * dtype.itemsize
+    if dtype.hasobject:
+        return info.file_size - header  # refused when read, as a pickled object array
+    if header + nbytes > info.file_size:
+        raise DataError(f"{p}: {key} declares shape {tuple(shape)} ({format_bytes(nbytes)}) but "
+                        f"holds {format_bytes(info.file_size - header)}; the file is damaged or "
+                        f"truncated")
+    return nbytes
 
 
 def _npz_array(npz: Any, p: Path, key: str) -> np.ndarray:
@@ -529,7 +558,8 @@ class NpzDataset(ImageClassDataset):
     def __init__(self, path: str | os.PathLike, *, split: str = "train", size: int | None = None,
                  channels: int | None = None, class_names: Sequence[str] | None = None,
                  class_iris: Mapping[str, str | None] | Sequence[str | None] | None = None,
-                 multilabel: str = "refuse", name: str | None = None) -> None:
+                 multilabel: str = "refuse", name: str | None = None,
+                 memory_cap_mb: int | None = 2048) -> None:
         p = Path(path)
         if split not in (*_NPZ_SPLITS, "all"):
             raise DataError(f"{p}: split must be one of train, val, test, all; got {split!r}")
@@ -544,12 +574,24 @@ class NpzDataset(ImageClassDataset):
             if not splits:
                 raise DataError(f"{p}: no '<split>_images' arrays (keys: {sorted(keys)}); "
                                 f"expected MedMNIST keys train_images/train_labels/...")
-            imgs, labs = [], []
             for s in splits:
                 for k in (f"{s}_images", f"{s}_labels"):
                     if k not in keys:
                         raise DataError(f"{p}: missing key {k!r} (keys: {sorted(keys)}); "
                                         f"pick another split or fix the file")
+            # the sizes the arrays declare, checked before any is decompressed (a small
+            # compressed file can inflate to gigabytes)
+            need = sum(_npz_nbytes(npz, p, f"{s}_{kind}") for s in splits
+                       for kind in ("images", "labels"))
+            if memory_cap_mb is not None and need > memory_cap_mb * 2**20:
+                raise DataError(f"{p}: the arrays of split {'+'.join(splits)} decode to "
+                                f"{format_bytes(need)}, more than data.memory_cap_mb = "
+                                f"{memory_cap_mb} MiB; raise data.memory_cap_mb if the machine "
+                                f"has the memory, or use a smaller file")
+            check_memory(2 * need, f"{p}: loading split {'+'.join(splits)}",
+                         "use a smaller file or free memory", DataError)
+            imgs, labs = [], []
+            for s in splits:
                 im, lab = _npz_array(npz, p, f"{s}_images"), _npz_array(npz, p, f"{s}_labels")
                 if im.ndim == 0 or lab.ndim == 0:
                     k = f"{s}_images" if im.ndim == 0 else f"{s}_labels"
@@ -558,8 +600,15 @@ class NpzDataset(ImageClassDataset):
                 if len(im) != len(lab):
                     raise DataError(f"{p}: {s}_images has {len(im)} images but {s}_labels has "
                                     f"{len(lab)} rows; the file is inconsistent")
+                if lab.ndim == 2 and lab.shape[1] == 1:
+                    lab = lab[:, 0]  # [N, 1] (MedMNIST) -> [N]
                 imgs.append(im)
                 labs.append(lab)
+        label_shapes = {a.shape[1:] for a in labs}
+        if len(label_shapes) > 1:
+            raise DataError(f"{p}: splits {', '.join(splits)} have labels of different shapes "
+                            f"{sorted(label_shapes)} per image; load one split at a time "
+                            f"(split='train', ...) or fix the file")
         shapes = {a.shape[1:] for a in imgs}
         if len(shapes) > 1:
             raise DataError(f"{p}: splits {', '.join(splits)} have different image shapes "

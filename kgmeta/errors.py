@@ -8,9 +8,36 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """A library's exception as a short reason to quote in a one-line message: its type and the
+    first sentence of its first line, terminal colour codes removed, at most ``limit``
+    characters. The full text stays on the exception (``raise ... from exc``) for ``--verbose``."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    text = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 class KGMetaError(Exception):
-    """Base class of errors caused by user input (files, configs, arguments)."""
+    """Base class of errors caused by user input (files, configs, arguments).
+
+    The message is always one line: line breaks in it (a library's multi-line reason quoted in
+    the message) are folded, with the spaces around them, into single spaces. The text as given
+    is kept in ``detail`` (``None`` when it was one line already); ``kgmeta --verbose`` prints it
+    with the library error behind it.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        text = str(message)
+        lines = text.splitlines()
+        line = " ".join(s.strip() for s in lines if s.strip()) if lines != [text] else text
+        super().__init__(line, *args)
+        self.detail: str | None = text if line != text else None
 
 
 class OntologyError(KGMetaError):

@@ -37,8 +37,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     from torch_geometric.nn import GATConv, GCNConv
 
+from kgmeta.config import check_flag
 from kgmeta.errors import CheckpointError, ConfigError
 from kgmeta.graph import KnowledgeGraph
+from kgmeta.limits import check_memory
 from kgmeta.runs import save_torch
 
 __all__ = [
@@ -388,6 +390,15 @@ def load_embeddings(path: str | Path) -> tuple[list[str], Tensor]:
     return list(state["iris"]), state["z"]
 
 
+def encoder_memory(kg: KnowledgeGraph, width: int, layers: int, num_bases: int = 8) -> int:
+    """Rough bytes of training a :class:`GraphEncoder` of ``width`` and ``layers`` on ``kg``:
+    per layer, node states [N, width] and edge messages [E, width] kept for the backward pass,
+    plus the weights (``num_bases`` relation bases) with their gradients and Adam moments."""
+    per_layer = 4 * width * (4 * kg.num_nodes + 2 * kg.num_edges)
+    weights = 4 * 4 * layers * (num_bases + 2) * width * width
+    return layers * per_layer + weights
+
+
 def embed_command(paths: Sequence[str | Path], out: str | Path, *, epochs: int = 100,
                   seed: int = 0, kind: str = "rgcn", out_dim: int = 64, hidden: int = 128,
                   layers: int = 2, lr: float = 0.01, neg_ratio: int = 4, holdout: float = 0.1,
@@ -404,8 +415,14 @@ def embed_command(paths: Sequence[str | Path], out: str | Path, *, epochs: int =
         raise ConfigError(f"epochs={epochs} must be >= 0 (0 writes the untrained encoder's embeddings)")
     if not 0.0 <= holdout < 1.0:
         raise ConfigError(f"holdout={holdout} must be in [0, 1): the share of edges kept for the MRR")
+    for name, value in (("out_dim", out_dim), ("hidden", hidden), ("layers", layers),
+                        ("feature_dim", feature_dim)):
+        check_flag(f"graph.{name if name != 'out_dim' else 'embed_dim'}", value, name)
     start = time.perf_counter()
     kg = load_graph(paths, cache_dir=cache_dir, feature_dim=feature_dim)
+    check_memory(encoder_memory(kg, max(out_dim, hidden, feature_dim), layers),
+                 f"a GNN of width {max(out_dim, hidden)} over {kg.num_nodes} nodes and "
+                 f"{kg.num_edges} edges", "lower --dim", ConfigError)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         enc = GraphEncoder.for_graph(kg, out_dim=out_dim, kind=kind, hidden=hidden,

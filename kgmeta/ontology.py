@@ -32,6 +32,7 @@ from rdflib.store import Store
 
 from kgmeta import obo as obo_reader
 from kgmeta.errors import OntologyError
+from kgmeta.limits import available_memory, check_yaml_depth, format_bytes, read_bounded
 from kgmeta.vocab import (
     BFO_HAS_PART,
     BFO_PART_OF,
@@ -211,7 +212,8 @@ class Ontology:
                  sources: list[str] | None = None,
                  aliases: dict[str, str] | None = None,
                  imports: list[str] | None = None,
-                 include_deprecated: bool = False) -> None:
+                 include_deprecated: bool = False,
+                 self_parents: Iterable[str] = ()) -> None:
         self.terms = terms
         self.include_deprecated = include_deprecated
         live = {i for i, t in terms.items() if include_deprecated or not t.deprecated}
@@ -226,6 +228,10 @@ class Ontology:
         self.sources = list(sources or [])
         self.aliases = dict(aliases or {})  # alternative IRI (OBO alt_id) -> IRI
         self.imports = list(imports or [])
+        # the edge of a class to itself is dropped from the graph, but a class that is its own
+        # parent (OBO ``is_a:`` itself, ``X rdfs:subClassOf X``) is reported as a cycle of one
+        self.self_parents = sorted((set(self_parents) | {
+            e.source for e in edges if e.source == e.target and e.relation == SUBCLASS_OF}) & live)
         self._classes = sorted(live)
         self._out: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         self._in: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
@@ -392,7 +398,8 @@ class Ontology:
 
     def _find_cycles(self) -> list[list[str]]:
         self._components = self._sccs()
-        return sorted(sorted(c) for c in self._components if len(c) > 1)
+        return sorted([sorted(c) for c in self._components if len(c) > 1]
+                      + [[i] for i in self.self_parents])
 
     def roots(self) -> list[str]:
         adj = self._out.get(SUBCLASS_OF, {})
@@ -441,7 +448,8 @@ class Ontology:
             "unparsed": dict(sorted(self.unparsed.items())),
             "imports": list(self.imports),
             "cycles": len(self.cycles),
-            "cycle_examples": [[self.curie(i) for i in c] for c in self.cycles[:5]],
+            "cycle_examples": [[self.curie(i) for i in (c if len(c) > 1 else c * 2)]
+                               for c in self.cycles[:5]],
         }
 
     def format_info(self) -> str:
@@ -572,7 +580,7 @@ class Ontology:
                         prefixes=self.prefixes,
                         sources=self.sources + ([source] if source else []),
                         aliases=self.aliases, imports=self.imports,
-                        include_deprecated=self.include_deprecated)
+                        include_deprecated=self.include_deprecated, self_parents=self.self_parents)
 
     def merged(self, other: Ontology) -> Ontology:
         """This ontology with ``other``'s classes and edges added (a new Ontology).
@@ -1456,11 +1464,31 @@ _UTF_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
              (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 
+_PARSE_BYTES_PER_BYTE = 16  # peak memory of loading a Turtle file: 14x its size (pyoxigraph), 16x (rdflib)
+_MAX_ONTOLOGY_BYTES = 16 << 30
+_MAX_MAPPING_BYTES = 64 << 20  # one short row per dataset class
+
+
+def _read_limit(what: str) -> tuple[int, str]:
+    """(most bytes read, fix when over it) for a file holding ``what``."""
+    if what != "an ontology":
+        return _MAX_MAPPING_BYTES, "a class-mapping file has one short row per dataset class"
+    have = available_memory()
+    if have is None or have // _PARSE_BYTES_PER_BYTE >= _MAX_ONTOLOGY_BYTES:
+        return _MAX_ONTOLOGY_BYTES, "extract the part you need (e.g. `robot extract`)"
+    return have // _PARSE_BYTES_PER_BYTE, (
+        f"loading an ontology takes about {_PARSE_BYTES_PER_BYTE} times its size in memory and "
+        f"about {format_bytes(have)} is available: extract the part you need (e.g. `robot "
+        f"extract`) or free memory")
+
+
 def _read_text(path: Path, what: str = "an ontology") -> str:
-    """The file as UTF-8 text; OntologyError naming the file when it cannot be read, is
-    compressed, binary, UTF-16/32 or not UTF-8. ``what`` names the expected content."""
+    """The file as UTF-8 text; OntologyError naming the file when it cannot be read, is a special
+    file, too large for memory, compressed, binary, UTF-16/32 or not UTF-8. ``what`` names the
+    expected content."""
+    limit, fix = _read_limit(what)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, limit, what, OntologyError, fix)
     except PermissionError:
         raise OntologyError(f"{path}: cannot read the file (permission denied); "
                             "fix its permissions") from None
@@ -1679,6 +1707,8 @@ def _mapping_rows(path: Path) -> list[tuple[int, str, str | None, list[str]]]:
     if ext in (".yaml", ".yml"):
         import yaml
 
+        check_yaml_depth(text, str(path), 8, "a class-mapping file is 2-3 levels deep: flatten it",
+                         OntologyError)
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -156,6 +156,12 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
+def _nonfinite_weights(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state["model"]`` holding NaN or inf."""
+    return [k for k, v in dict(state.get("model") or {}).items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """Save ``state`` (tensors, state dicts, scalars, strings, lists) atomically with torch.save.
 
@@ -165,8 +171,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
         CheckpointError: the file cannot be written (full disk, read-only folder); the previous
             version is kept.
     """
-    bad = [k for k, v in dict(state.get("model") or {}).items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = _nonfinite_weights(state)
     if bad:
         raise TrainingError(f"{path}: not written: the model weights hold NaN or inf at step "
                             f"{state.get('step')} ({bad[0]}{' and more' if len(bad) > 1 else ''}); the "
@@ -197,8 +202,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: nothing executes).
 
     Raises:
-        CheckpointError: missing, truncated, corrupt or foreign file, or one that holds pickled
-            Python objects (refused without running them).
+        CheckpointError: missing, truncated, corrupt or foreign file, one that holds pickled
+            Python objects (refused without running them), or weights holding NaN or inf.
     """
     path = Path(path)
     if not path.is_file():
@@ -215,6 +220,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: not a kgmeta checkpoint (no model weights); pass a checkpoint "
                               f"written by kgmeta train")
+    bad = _nonfinite_weights(state)
+    if bad:  # kgmeta train never writes these; evaluating them would report chance as a result
+        raise CheckpointError(f"{path}: the model weights hold NaN or inf ({bad[0]}"
+                              f"{' and more' if len(bad) > 1 else ''}); the checkpoint is unusable: "
+                              f"use the run's other checkpoint or train again")
     return state
 
 

@@ -46,6 +46,7 @@ import torch
 
 from kgmeta.datasets import ImageClassDataset
 from kgmeta.errors import DataError, OntologyError
+from kgmeta.limits import check_memory
 
 KGM = "https://w3id.org/kgmeta/onto/"
 SUBCLASS_OF = "http://www.w3.org/2000/01/rdf-schema#subClassOf"
@@ -80,6 +81,7 @@ DEFAULTS = {
 
 CHUNK = 64
 """Images are drawn in chunks of this many, one derived seed per chunk."""
+_RENDER_BYTES_PER_PIXEL = 40  # peak memory of _render_chunk per pixel of its CHUNK images (37 at 256x256)
 MAX_COUNT = 6
 """Lesion count is clipped to this (placements are always drawn for MAX_COUNT lesions)."""
 
@@ -885,6 +887,13 @@ def load_shipped_ontology():
 
 # ----------------------------------------------------------------------------- dataset
 
+def _check_render_memory(size: int) -> None:
+    """DataError before rendering when a chunk of ``size`` x ``size`` images cannot fit."""
+    check_memory(CHUNK * size * size * _RENDER_BYTES_PER_PIXEL,
+                 f"rendering synthetic images of {size}x{size} pixels ({CHUNK} at a time)",
+                 "lower the image side (data.image_size, or --size of kgmeta synth)", DataError)
+
+
 class SyntheticDataset(ImageClassDataset):
     """Rendered classes of an ontology behind the ImageClassDataset contract.
 
@@ -903,6 +912,7 @@ class SyntheticDataset(ImageClassDataset):
             raise DataError(f"channels={channels} must be 1 or 3")
         if size < 8:
             raise DataError(f"size={size} must be >= 8 pixels")
+        _check_render_memory(size)
         self.class_iris: list[str | None] = list(iris)
         self.class_names = [str(ontology.label(i)) for i in iris]
         self.specs = [class_attributes(ontology, i) for i in iris]
@@ -996,6 +1006,12 @@ def write_folders(ontology, out_dir, n_per_class: int = 600, seed: int = 0, size
         splits = {split: splits[split]}
     if n_per_class < 1:
         raise DataError(f"n_per_class={n_per_class} must be >= 1")
+    if not any(splits.values()):
+        raise DataError(f"{', '.join(ontology.sources) or 'the ontology'}: no class is flagged "
+                        f"kgm:inBenchmark{f' {split}' if split else ''}, so there is nothing to "
+                        f"render; pass an ontology whose classes carry kgm:inBenchmark train, val "
+                        f"or test (as ontologies/kgmeta-medical.ttl)")
+    _check_render_memory(size)
     rows = []
     spec_fields = [f.name for f in fields(RenderSpec)]
     for sp, iris in splits.items():

@@ -35,6 +35,7 @@ from kgmeta.config import (RunConfig, config_diff, config_fingerprint, config_fr
 from kgmeta.episodes import EpisodeSampler, EpisodeSpec, episode_list, materialise
 from kgmeta.errors import CheckpointError, ConfigError, TrainingError
 from kgmeta.metrics import EpisodeMetrics, mean_ci95
+from kgmeta.limits import check_memory, format_bytes
 from kgmeta.model import KGMetaModel
 from kgmeta.runs import (MetricsLog, append_line, check_run_dir, load_checkpoint, new_run_dir,
                          save_checkpoint, write_json)
@@ -130,21 +131,53 @@ BUILTIN_ONTOLOGIES = {"builtin:kgmeta-medical": "kgmeta-medical.ttl"}
 SPLITS = ("train", "val", "test")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as given (checked)."""
+def resolve_device(name: str, source: str = "train.device") -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as given (checked). Errors
+    name ``source``, where the name was given (``train.device``, ``--device``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"{source}: device {name!r} is not a device name; use auto, cpu, cuda or "
+                          f"cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but no CUDA device is available; use auto or cpu")
+        raise ConfigError(f"{source}={name!r} but no CUDA device is available; use auto or cpu")
     return device
 
 
-def ontology_paths(paths: Sequence[str]) -> list[Path]:
-    """Config ontology paths with ``builtin:NAME`` expanded to the shipped files."""
+# floats per input pixel of a backbone's first (full-resolution) stage, kept for the backward pass
+_FIRST_STAGE_WIDTH = {"tiny": 8, "conv4": 64, "resnet12": 64, "resnet18": 16}  # resnet18: stride-2 stem
+
+
+def _check_step_memory(cfg: RunConfig, device: torch.device) -> None:
+    """ConfigError before anything is built when the images of one training or evaluation step
+    and the activations of the backbone's first stage (3 tensors per block: conv, norm, ReLU)
+    cannot fit in ``device``'s memory. This is a lower bound: later stages, the graph and the
+    optimiser come on top, so a run it lets through may still be tight."""
+    e, d, m = cfg.episodes, cfg.data, cfg.model
+    train_images = cfg.train.meta_batch * e.n_way * (e.k_shot + e.q_query)
+    eval_images = e.n_way * (max(e.k_shot, *e.eval_shots) + e.q_query)
+    floats = d.channels + 3 * _FIRST_STAGE_WIDTH.get(m.backbone, 8)
+    if m.learner == "maml":  # second-order MAML keeps every inner step's activations
+        floats *= m.inner_steps
+    need = 4 * d.image_size ** 2 * floats * max(train_images, eval_images)
+    what = (f"a step of {max(train_images, eval_images)} images of {d.image_size}x{d.image_size} "
+            f"(train.meta_batch x episodes.n_way x (k_shot + q_query)) through model.backbone="
+            f"{m.backbone}")
+    fix = "lower data.image_size, episodes.q_query, episodes.n_way or train.meta_batch"
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        if need > free:
+            raise ConfigError(f"{what} needs about {format_bytes(need)} of GPU memory but "
+                              f"{format_bytes(free)} is free on {device}; {fix}")
+    else:
+        check_memory(need, what, fix, ConfigError)
+
+
+def ontology_paths(paths: Sequence[str]) -> list[Path | str]:
+    """Config ontology paths with ``builtin:NAME`` expanded to the shipped files (URLs are kept
+    as strings)."""
     from kgmeta.synthetic import shipped_ontology_path
 
     out = []
@@ -154,6 +187,8 @@ def ontology_paths(paths: Sequence[str]) -> list[Path]:
         elif p.startswith("builtin:"):
             raise ConfigError(f"ontology.paths: unknown built-in ontology {p!r}; choose one of "
                               f"{sorted(BUILTIN_ONTOLOGIES)} or give a file path")
+        elif "://" in p:  # a URL stays a string (Path would fold '//'): load_ontology refuses it
+            out.append(p)
         else:
             out.append(Path(p))
     return out
@@ -243,7 +278,8 @@ def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
     else:  # npz
         names = mapping_class_names(d.classes) if d.classes else None
         dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
-                             class_names=names, class_iris=[mapping.get(n) for n in names] if names else None)
+                             class_names=names, class_iris=[mapping.get(n) for n in names] if names else None,
+                             memory_cap_mb=d.memory_cap_mb)
     if not d.classes:  # no class map: resolve folder/class names through labels and synonyms
         names = list(dataset.class_names)
         report = ontology.resolve_many(names)
@@ -353,7 +389,9 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
     from kgmeta.ontology import load_ontology
 
     torch.manual_seed(cfg.train.seed)
-    dev = resolve_device(str(device) if device is not None else cfg.train.device)
+    dev = (resolve_device(str(device), "device") if device is not None
+           else resolve_device(cfg.train.device))
+    _check_step_memory(cfg, dev)
     ontology = load_ontology([str(p) for p in ontology_paths(cfg.ontology.paths)],
                              include_deprecated=cfg.ontology.include_deprecated)
     ontology, dataset, splits = _build_data(cfg, ontology)
@@ -385,6 +423,12 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
         raise ConfigError("model.learner=finetune trains an ordinary classifier and has no graph prior; "
                           "set model.conditioning=none")
     if m.conditioning == "kg":
+        from kgmeta.gnn import encoder_memory
+
+        check_memory(encoder_memory(kg, max(g.hidden, g.embed_dim, g.feature_dim), g.layers),
+                     f"a GNN of width {max(g.hidden, g.embed_dim)} and {g.layers} layers over "
+                     f"{kg.num_nodes} nodes and {kg.num_edges} edges",
+                     "lower graph.hidden, graph.embed_dim or graph.layers", ConfigError)
         encoder = GraphEncoder.for_graph(kg, out_dim=g.embed_dim, kind=g.encoder, hidden=g.hidden,
                                          layers=g.layers, dropout=g.dropout)
         missing = [dataset.class_names[c] for s in SPLITS for c in splits[s]
@@ -731,7 +775,7 @@ def fit(cfg: RunConfig | None, *, out: str | os.PathLike | None = None, resume: 
         The run summary (also written to ``summary.json``): run folder, steps, best meta-val
         accuracy and, with ``evaluate``, the test accuracy per shot with and without the prior.
     """
-    probe = resolve_device(str(device)) if device is not None else resolve_device(
+    probe = resolve_device(str(device), "device") if device is not None else resolve_device(
         (cfg.train.device if cfg is not None else "auto"))
     ctx = init_from_env(probe)
     try:

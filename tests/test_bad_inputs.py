@@ -10,13 +10,18 @@ test_datasets.py, test_config.py, test_episodes.py) are not repeated here.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
+import os
+import resource
+import signal
 import socket
 import struct
 import time
 import warnings
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -211,7 +216,8 @@ def test_cycles_are_reported_not_a_crash(tmp_path, capsys):
                  "[Term]\nid: X:4\nname: four\nis_a: X:1\nis_a: X:4\n")
     rc, out, _ = cli(capsys, "ontology", "info", path)
     assert rc == 0
-    assert "cycles:     1 in subClassOf" in out and "X:1 -> X:2 -> X:3" in out
+    assert "cycles:     2 in subClassOf" in out and "X:1 -> X:2 -> X:3" in out
+    assert "  X:4 -> X:4\n" in out  # a term that is its own parent is a cycle of one
     assert "roots:      0" in out  # every class has a parent
     o = load_ontology(path)
     assert o.ancestors("http://purl.obolibrary.org/obo/X_4") == {
@@ -299,6 +305,8 @@ def test_network_only_when_asked(no_network):
     ("bad_parent.tsv", "new\t\ttwin\n", ["row 1: parent 'twin' of class 'new' is ambiguous"]),
     ("binary.tsv", b"\x00\x01\x02\xff", ["binary file, not a class-mapping file"]),
     ("map.json", "{}", ["unknown class-mapping format '.json'", "use .tsv, .csv or .yaml"]),
+    ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n",  # unguarded: RecursionError traceback
+     ["deep.yaml: YAML nested more than 8 levels deep (line 1)", "flatten it"]),
 ])
 def test_bad_class_mapping_is_one_line(onto, tmp_path, capsys, name, content, fragments):
     path = write(tmp_path / name, content)
@@ -604,3 +612,263 @@ def test_n_way_larger_than_the_classes_of_a_split(tmp_path, capsys, folders_conf
     rc, _, err = cli(capsys, "train", "--config", folders_config, "--quiet", "--out",
                      tmp_path / "run", "--set", "episodes.n_way=3")
     one_line_error(rc, err, "episodes.n_way", "3")
+
+
+# ================================================================== round two: bounded sizes and reads
+
+@contextlib.contextmanager
+def memory_limit(headroom: int):
+    """Cap this process's address space at its current size plus ``headroom`` bytes (restored
+    after), so a guard that failed could never exhaust the machine running the suite."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/status", encoding="ascii") as fh:
+        used = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+    cap = used + headroom if hard == resource.RLIM_INFINITY else min(used + headroom, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging (a FIFO opened for reading blocks until a writer comes)."""
+    def expired(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("data.image_size", "60000"), ("data.images_per_class", "1000000000000"),
+    ("data.memory_cap_mb", "1000000000"), ("graph.embed_dim", "1000000000"),
+    ("graph.hidden", "100000"), ("graph.feature_dim", "100000"), ("graph.layers", "1000"),
+    ("graph.pretrain_epochs", "10000000"), ("episodes.n_way", "1000000"),
+    ("episodes.k_shot", "1000000"), ("episodes.q_query", "1000000"),
+    ("episodes.eval_shots", "[1, 1000000]"), ("episodes.eval_episodes", "10000000000"),
+    ("train.meta_batch", "100000"), ("train.vmap_chunk", "100000"),
+    ("model.inner_steps", "100000"), ("adversarial.steps", "100000"),
+])
+def test_size_keys_have_an_upper_bound(tmp_path, capsys, key, value):
+    rc, out, err = cli(capsys, "config", "--set", f"{key}={value}")
+    one_line_error(rc, err, f"--set {key}={value}: {key}", "out of range: must be in [", "]; set ")
+    cfg = write(tmp_path / "big.yaml", f"{key.split('.')[0]}:\n  {key.split('.')[1]}: {value}\n")
+    rc, out, err = cli(capsys, "train", "--config", cfg, "--out", tmp_path / "run")
+    one_line_error(rc, err, f"{cfg}: {key}", "out of range")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["synth", "--out", "{out}", "--size", "200000"], "--size = 200000 is out of range: must be in [8, 1024]"),
+    (["synth", "--out", "{out}", "--n-per-class", "10000000000"], "--n-per-class = 10000000000 is out of range"),
+    (["embed", "{onto}", "--out", "{out}/e.pt", "--dim", "2000000000"], "--dim = 2000000000 is out of range: must be in [1, 4096]"),
+    (["embed", "{onto}", "--out", "{out}/e.pt", "--epochs", "10000000000"], "--epochs = 10000000000 is out of range"),
+])
+def test_size_flags_share_the_range_of_their_key(tmp_path, capsys, onto, argv, fragment):
+    names = {"out": str(tmp_path / "out"), "onto": str(onto)}
+    with memory_limit(2 << 30):
+        rc, _, err = cli(capsys, *[a.format(**names) for a in argv])
+    one_line_error(rc, err, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_is_estimated_before_allocating(tmp_path, capsys, onto):
+    """Sizes inside their range that the memory cannot hold are refused before allocating;
+    under a 1 GiB address-space cap the unguarded code died with a MemoryError traceback."""
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    with memory_limit(1 << 30):
+        rc, _, err = cli(capsys, "train", "--config", smoke, "--device", "cpu", "--quiet",
+                         "--out", tmp_path / "run", "--set", "data.image_size=1024",
+                         "--set", "model.backbone=conv4", "--set", "episodes.q_query=100",
+                         "--set", "data.images_per_class=200")
+        msg = one_line_error(rc, err, "a step of ", "images of 1024x1024", "model.backbone=conv4",
+                             "of memory but about", "lower data.image_size")
+        rc, _, err = cli(capsys, "synth", "--out", tmp_path / "synth", "--size", "1024",
+                         "--n-per-class", "1")
+        one_line_error(rc, err, "rendering synthetic images of 1024x1024 pixels (64 at a time) "
+                       "needs about 2.5 GiB of memory", "lower the image side")
+        rc, _, err = cli(capsys, "embed", onto, "--out", tmp_path / "e.pt", "--dim", "4096",
+                         "--epochs", "0")
+        one_line_error(rc, err, "a GNN of width 4096", "lower --dim")
+    assert "GiB" in msg and not (tmp_path / "synth").exists() and not (tmp_path / "e.pt").exists()
+
+
+def _special_files(tmp_path: Path) -> dict[str, Path]:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    return {"fifo": fifo, "device": Path("/dev/zero")}
+
+
+@pytest.mark.parametrize("special", ["fifo", "device"])
+@pytest.mark.parametrize("where", ["config", "base", "ontology", "mapping", "npz"])
+def test_special_files_are_refused_not_read(tmp_path, capsys, onto, where, special):
+    path = _special_files(tmp_path)[special]
+    kind = "a named pipe (FIFO)" if special == "fifo" else "a character device"
+    argv = {"config": ["config", "--config", path],
+            "base": ["config", "--config", write(tmp_path / "c.yaml", f"base: {path}\n")],
+            "ontology": ["ontology", "info", path],
+            "mapping": ["ontology", "resolve", onto, "--mapping", path],
+            "npz": ["train", "--out", tmp_path / "run", "--set", "data.kind=npz",
+                    "--set", f"data.roots=[{path}]", "--set", "data.train_classes=[a]",
+                    "--set", "data.test_classes=[b]", "--device", "cpu"]}[where]
+    with deadline(20), memory_limit(2 << 30):  # unguarded: a hang (FIFO) or MemoryError (/dev/zero)
+        rc, _, err = cli(capsys, *argv)
+    one_line_error(rc, err, f"{path}: is {kind}, not a regular file", "pass the file itself")
+
+
+def test_files_larger_than_memory_are_refused_before_reading(tmp_path, capsys):
+    big = tmp_path / "big.ttl"
+    with open(big, "wb") as fh:
+        fh.truncate(8 << 30)  # sparse: no disk used
+    start = time.perf_counter()
+    with memory_limit(1 << 30):
+        rc, _, err = cli(capsys, "ontology", "info", big)
+        one_line_error(rc, err, f"{big}: is 8.0 GiB, more than the", "kgmeta reads for an ontology",
+                       "16 times its size in memory", "extract the part you need")
+        cfg = tmp_path / "big.yaml"
+        with open(cfg, "wb") as fh:
+            fh.truncate(2 << 20)
+        rc, _, err = cli(capsys, "config", "--config", cfg)
+        one_line_error(rc, err, f"{cfg}: is 2.0 MiB, more than the 1.0 MiB kgmeta reads for a YAML "
+                       "config file")
+    assert time.perf_counter() - start < 10
+
+
+def _npz_member(z: zipfile.ZipFile, name: str, shape: tuple, data: bytes, dtype: str = "|u1") -> None:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False,
+                                                  "shape": shape})
+    z.writestr(name, header.getvalue() + data)
+
+
+def test_npz_declared_sizes_are_checked_before_decompressing(tmp_path, capsys):
+    # 64 MiB of zeros compress to 64 kB; with a 16 MiB cap nothing is decompressed
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        _npz_member(z, "train_images.npy", (4096, 128, 128), bytes(4096 * 128 * 128))
+        _npz_member(z, "train_labels.npy", (4096,), bytes(4096 * 8), "<i8")
+    assert bomb.stat().st_size < 1 << 20
+    with memory_limit(1 << 30):
+        with pytest.raises(DataError, match=r"bomb\.npz: the arrays of split train decode to "
+                           r"64\.0 MiB, more than data\.memory_cap_mb = 16 MiB; raise") as e:
+            NpzDataset(bomb, memory_cap_mb=16)
+        assert "\n" not in str(e.value)
+        assert NpzDataset(bomb, memory_cap_mb=128).count(0) == 4096  # under the cap it loads
+    # a header that claims far more than the member holds
+    liar = tmp_path / "liar.npz"
+    with zipfile.ZipFile(liar, "w", zipfile.ZIP_DEFLATED) as z:
+        _npz_member(z, "train_images.npy", (10**9, 64, 64), bytes(64))
+        _npz_member(z, "train_labels.npy", (10**9,), bytes(8), "<i8")
+    with memory_limit(1 << 30), pytest.raises(DataError, match=r"train_images declares shape "
+                                              r"\(1000000000, 64, 64\) \(3\.7 TiB\) but holds 64 B"):
+        NpzDataset(liar, memory_cap_mb=None)
+    rc, _, err = cli(capsys, "train", "--out", tmp_path / "run", "--device", "cpu",
+                     "--set", "data.kind=npz", "--set", f"data.roots=[{bomb}]",
+                     "--set", "data.memory_cap_mb=16", "--set", "data.train_classes=['0']",
+                     "--set", "data.test_classes=['1']")
+    one_line_error(rc, err, "decode to 64.0 MiB, more than data.memory_cap_mb = 16 MiB")
+
+
+def test_npz_label_shapes_between_splits_and_several_roots(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    im = rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)
+    mixed = _npz(tmp_path / "mixed.npz", train_images=im, train_labels=np.arange(6) % 2,
+                 val_images=im, val_labels=(np.arange(6) % 3)[:, None])
+    ds = NpzDataset(mixed, split="all")  # [N] and [N, 1] are the same labels
+    assert ds.counts() == [5, 5, 2]
+    multi = _npz(tmp_path / "multi.npz", train_images=im, train_labels=np.arange(6) % 2,
+                 val_images=im, val_labels=np.eye(3, dtype=np.int64)[np.arange(6) % 3])
+    with pytest.raises(DataError, match=r"multi\.npz: splits train, val have labels of different "
+                       r"shapes \[\(\), \(3,\)\] per image; load one split at a time") as e:
+        NpzDataset(multi, split="all")
+    assert "\n" not in str(e.value)
+    rc, _, err = cli(capsys, "config", "--set", "data.kind=npz",
+                     "--set", f"data.roots=[{mixed}, {multi}]")
+    one_line_error(rc, err, "data.roots lists 2 .npz files but data.kind 'npz' reads one",
+                   "give one file")
+
+
+def test_config_recursion_and_fan_out_are_bounded(tmp_path, capsys):
+    start = time.perf_counter()
+    deep = write(tmp_path / "deep.yaml", "notes: " + "[" * 5000 + "]" * 5000 + "\n")
+    rc, _, err = cli(capsys, "config", "--config", deep)  # unguarded: RecursionError traceback
+    one_line_error(rc, err, f"{deep}: YAML nested more than 20 levels deep (line 1)", "flatten it")
+    block = write(tmp_path / "block.yaml", "".join("  " * i + f"k{i}:\n" for i in range(300))
+                  + "  " * 300 + "v: 1\n")
+    rc, _, err = cli(capsys, "config", "--config", block)
+    one_line_error(rc, err, f"{block}: YAML nested more than 20 levels deep (line 21)")
+    rc, _, err = cli(capsys, "config", "--set", "notes=" + "[" * 3000 + "]" * 3000)
+    one_line_error(rc, err, "--set notes=[[[", "YAML nested more than 20 levels deep")
+    chain = tmp_path / "chain"
+    chain.mkdir()
+    for i in range(1000):  # unguarded: RecursionError traceback
+        write(chain / f"c{i}.yaml", f"base: c{i + 1}.yaml\n" if i < 999 else "name: end\n")
+    rc, _, err = cli(capsys, "config", "--config", chain / "c0.yaml")
+    one_line_error(rc, err, "the chain of base files is more than 16 deep", "c0.yaml -> ",
+                   "merge some base files")
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for i in range(70):
+        write(wide / f"w{i}.yaml", f"episodes: {{val_episodes: {i + 1}}}\n")
+    write(wide / "all.yaml", "base: [" + ", ".join(f"w{i}.yaml" for i in range(70)) + "]\n")
+    rc, _, err = cli(capsys, "config", "--config", wide / "all.yaml")
+    one_line_error(rc, err, "inherits from more than 64 files through base keys")
+    # 14 levels of two bases sharing both parents: 2**14 visits unguarded (it ran for ever at
+    # 40 levels); each file is read once, at its first place
+    dia = tmp_path / "diamond"
+    dia.mkdir()
+    for i in range(14):
+        for side in "de":
+            write(dia / f"{side}{i}.yaml", f"base: [d{i + 1}.yaml, e{i + 1}.yaml]\n")
+    write(dia / "d14.yaml", "episodes: {n_way: 3, k_shot: 2}\n")
+    write(dia / "e14.yaml", "episodes: {k_shot: 4}\n")
+    write(dia / "e13.yaml", "base: [d14.yaml, e14.yaml]\nepisodes: {q_query: 7}\n")
+    from kgmeta.config import load_config
+    cfg = load_config(dia / "d0.yaml")
+    assert (cfg.episodes.n_way, cfg.episodes.k_shot, cfg.episodes.q_query) == (3, 4, 7)
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("key,value,choices", [
+    ("adversarial.attack", "xyz", "'pgd', 'fgsm'"), ("adversarial.norm", "l7", "'linf', 'l2'"),
+    ("adversarial.targets", "all", "'query', 'support', 'both'"),
+])
+def test_keys_are_validated_whatever_the_switches(tmp_path, capsys, key, value, choices):
+    rc, _, err = cli(capsys, "config", "--set", f"{key}={value}")  # adversarial.enabled: false
+    one_line_error(rc, err, f"{key} = '{value}' is not a valid choice: must be one of {choices}")
+    cfg = write(tmp_path / "off.yaml", f"adversarial:\n  enabled: false\n  {key.split('.')[1]}: {value}\n")
+    rc, _, err = cli(capsys, "train", "--config", cfg, "--out", tmp_path / "run")
+    one_line_error(rc, err, f"{cfg}: {key} = '{value}' is not a valid choice")
+
+
+def test_non_utf8_file_names_print_escaped(tmp_path, capsys, monkeypatch):
+    # a strict UTF-8 stdout, as on en_US.UTF-8 (capsys's buffer is strict too)
+    name = os.fsdecode(b"caf\xff.obo")
+    path = tmp_path / name
+    write(path, "format-version: 1.2\n[Term]\nid: X:1\nname: one\nis_a: X:1\n")
+    rc, out, _ = cli(capsys, "ontology", "info", path)
+    assert rc == 0 and "caf\\xff.obo" in out  # unguarded: UnicodeEncodeError traceback
+    assert "cycles:     1 in subClassOf\n  X:1 -> X:1" in out  # its own parent
+    rc, out, _ = cli(capsys, "ontology", "resolve", path, "--names", "one," + os.fsdecode(b"x\xfe"))
+    assert rc == 1 and "x\\xfe\tUNMATCHED" in out
+
+
+def test_url_in_ontology_paths_is_reported_as_a_url(tmp_path, capsys, no_network):
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    rc, _, err = cli(capsys, "train", "--config", smoke, "--out", tmp_path / "run", "--device", "cpu",
+                     "--set", "ontology.paths=[https://example.org/onto.ttl]")
+    one_line_error(rc, err, "https://example.org/onto.ttl: is a URL and network access is off")
+    assert no_network == []
+
+
+def test_synth_without_benchmark_classes_is_an_error(tmp_path, capsys, onto):
+    rc, out, err = cli(capsys, "synth", "--out", tmp_path / "out", "--ontology", onto, "--size", "8")
+    one_line_error(rc, err, f"{onto}: no class is flagged kgm:inBenchmark, so there is nothing to "
+                   "render")
+    assert out == "" and not (tmp_path / "out").exists()

@@ -435,10 +435,18 @@ BAD_ARGUMENTS = {  # {run}: an empty folder, {out}: must stay absent, {tmp}: hol
     "ontology-info": (["ontology", "info", "{tmp}/missing.ttl"], "{tmp}/missing.ttl: no such file"),
     "ontology-resolve": (["ontology", "resolve", "{tmp}/missing.ttl", "--names", "melanoma"],
                          "{tmp}/missing.ttl: no such file"),
-    "embed": (["embed", "{onto}", "--out", "{out}/e.pt", "--epochs", "-1"], "epochs=-1 must be >= 0"),
+    "embed": (["embed", "{onto}", "--out", "{out}/e.pt", "--epochs", "-1"], "--epochs = -1 is out of range"),
     "embed-out": (["embed", "{onto}", "--out", "{tmp}"], "--out {tmp}: is a folder"),
     "synth": (["synth", "--out", "{tmp}/file.txt"], "is a file, not a folder"),
     "synth-size": (["synth", "--out", "{out}", "--size", "4"], "--size 4"),
+    "synth-size-huge": (["synth", "--out", "{out}", "--size", "200000"], "--size = 200000 is out of range"),
+    "embed-dim-huge": (["embed", "{onto}", "--out", "{out}/e.pt", "--dim", "2000000000"],
+                       "--dim = 2000000000 is out of range"),
+    "evaluate-episodes-huge": (["evaluate", "{run}", "--episodes", "10000000000"],
+                               "--episodes = 10000000000 is out of range"),
+    "evaluate-robustness-steps": (["evaluate", "{run}", "--protocol", "robustness", "--attack-steps", "100000"],
+                                  "--attack-steps = 100000 is out of range"),
+    "plots-episodes-huge": (["plots", "{run}", "--episodes", "10000000000"], "--episodes = 10000000000"),
     "unknown": (["fly"], "invalid choice: 'fly'"),
 }
 
@@ -454,3 +462,86 @@ def test_one_bad_argument_is_one_line(case: str, tmp_path: Path, capsys: pytest.
     err = _one_line(capsys)
     assert expected.format(**names) in err, err
     assert not (tmp_path / "out").exists() and not any((tmp_path / "run").iterdir())  # nothing written
+
+
+# ------------------------------------------------------------------ round two: silent nonsense, one line
+
+def test_checkpoint_with_nan_weights_is_refused(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    best = run_copy / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point() and v.numel() > 1)
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    torch.save(state, best)  # save_checkpoint refuses to write it; an older or foreign writer did
+    before = _files(run_copy)
+    for args in (["evaluate", str(run_copy), "--episodes", "2", "--shots", "1"],
+                 ["explain", str(run_copy), "melanoma", "--top-k", "2"]):
+        assert main(args) == 2  # unguarded: evaluated at chance without a word
+        err = _one_line(capsys)
+        assert f"{best}: the model weights hold NaN or inf ({name}" in err
+        assert "use the run's other checkpoint or train again" in err
+    assert _files(run_copy) == before
+
+
+def test_device_errors_name_the_flag(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                     tmp_path: Path) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--device", "cuda:1"]) == 2
+    err = _one_line(capsys)
+    assert "--device='cuda:1' but no CUDA device is available" in err and "train.device" not in err
+    assert main(["train", "--config", SMOKE, "--set", "train.device=cuda", "--out", str(tmp_path / "run")]) == 2
+    assert "train.device='cuda' but no CUDA device" in _one_line(capsys)
+    assert main(["evaluate", str(tmp_path), "--device", "gpu0"]) == 2
+    assert "--device: device 'gpu0' is not a device name" in _one_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_library_detail_stays_out_of_the_line_and_verbose_shows_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (print, ("payload ran",))
+
+    weights = tmp_path / "weights.pt"
+    torch.save({"w": Payload()}, weights)
+    args = ["train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet",
+            "--set", "model.backbone=resnet18", "--set", f"model.weights_path={weights}"]
+    assert main(args) == 2
+    err = _one_line(capsys)  # torch's message is 12 lines with terminal colour codes
+    assert "cannot be read as a state dict (UnpicklingError: Weights only load failed)" in err
+    assert "\x1b" not in err and "weights_only" not in err and len(err) < 300
+    assert main([*args, "--verbose"]) == 2
+    out, verbose = capsys.readouterr()
+    assert "payload ran" not in out
+    assert verbose.splitlines()[0] == err.rstrip("\n")
+    assert "caused by:" in verbose and "Traceback" in verbose and "weights_only" in verbose
+
+
+def test_multi_line_messages_are_folded_to_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from kgmeta.errors import DataError
+
+    error = DataError("x.npz: cannot read (BadZipFile: File is not a zip file\n  at offset 0\n)")
+    assert str(error) == "x.npz: cannot read (BadZipFile: File is not a zip file at offset 0 )"
+    assert error.detail.count("\n") == 2
+    import kgmeta.cli
+
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr(kgmeta.cli, "_cmd_config", fails)
+    assert main(["config"]) == 2
+    assert _one_line(capsys) == f"kgmeta: error: {error}\n"
+    assert main(["--verbose", "config"]) == 2
+    assert "detail: x.npz: cannot read (BadZipFile: File is not a zip file\n  at offset 0\n)" in \
+        capsys.readouterr().err
+
+
+def test_predict_prints_non_utf8_names_escaped(finished: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    image = tmp_path / os.fsdecode(b"scan\xff.png")
+    Image.new("RGB", (16, 16), (120, 30, 60)).save(image)
+    assert main(["predict", str(finished), str(image), "--classes", "melanoma,psoriasis"]) == 0
+    out = capsys.readouterr().out  # unguarded: UnicodeEncodeError on a strict UTF-8 stdout
+    assert "scan\\xff.png" in out

@@ -187,6 +187,6 @@ def test_leave_one_dataset_out_refuses_npz_and_single_root(tmp_path: Path) -> No
                       "test_classes": ["normal"]})
     with pytest.raises(ConfigError, match="at least 2"):
         leave_one_dataset_out(config_from_dict(d, "t"), out_dir=tmp_path, fit_fn=_FakeFit())
-    d["data"].update({"kind": "npz", "roots": ["a.npz", "b.npz"]})
+    d["data"].update({"kind": "npz", "roots": ["a.npz"]})  # several npz roots: a config error
     with pytest.raises(ConfigError, match="folders"):
         leave_one_dataset_out(config_from_dict(d, "t"), out_dir=tmp_path, fit_fn=_FakeFit())
