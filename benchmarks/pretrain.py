@@ -12,7 +12,9 @@ image size), through the library path (``kgmeta.selfsup.pretrain`` -> ``kgmeta.t
                     on trunk features cached once per image);
 * ``timm_random``   a timm resnet18 with RANDOM weights saved to a file and loaded through
                     ``model.weights_path`` (standing in for a user's ImageNet file: no real ImageNet
-                    weights are available offline here), frozen, with the same adapter.
+                    weights are available offline here), frozen, with the same adapter;
+* ``random_frozen`` (ProtoNet only, a control) the random Conv-4 that SSL starts from, frozen, with
+                    the same adapter: what the frozen SSL features are worth beyond random ones.
 
 Data: real_dev (12 real classes, 200 images each); train on AbdomenCT, BreastMRI, CXR, ChestCT,
 Hand, HeadCT, RBC, lung_n and test 4-way on WBC, Platelets, lung_aca, lung_scc (no meta-val classes:
@@ -89,8 +91,10 @@ def variant_config(base: dict, variant: str, learner_kg: bool, weights: dict[str
     cfg["model"].update({"learner": "protonet", "conditioning": "kg" if learner_kg else "none"})
     if variant in ("ssl", "ssl_frozen"):
         cfg["model"]["weights_path"] = str(weights["ssl"])
-    if variant == "ssl_frozen":
+    if variant in ("ssl_frozen", "random_frozen"):
         cfg["model"].update({"freeze": "all", "adapter": "linear", "adapter_dim": 128})
+    if variant == "random_frozen":
+        cfg["model"]["weights_path"] = str(weights["conv4_random"])
     if variant == "timm_random":
         cfg["model"].update({"backbone": "timm/resnet18", "weights_path": str(weights["timm_random"]),
                              "input_size": base["data"]["image_size"], "freeze": "all", "adapter": "linear",
@@ -98,17 +102,21 @@ def variant_config(base: dict, variant: str, learner_kg: bool, weights: dict[str
     return cfg
 
 
-def train_and_evaluate(cfg_dict: dict, out: Path, specs: dict[int, list], shots=SHOTS) -> tuple[dict, float]:
+def train_and_evaluate(cfg_dict: dict, out: Path, specs: dict[int, list],
+                       shots=SHOTS) -> tuple[dict, dict, float]:
+    """(accuracy per shot, 5-shot accuracy per class, seconds) of one meta-trained model."""
     t0 = time.time()
     cfg = config_from_dict(cfg_dict, f"pretrain-bench:{cfg_dict['name']}")
     summary = fit(cfg, out=out / cfg_dict["name"], quiet=True, evaluate=False)
     exp = load_run(summary["run_dir"], checkpoint="last")
     cache = feature_cache(exp, exp.splits["test"]) or False
-    row = {}
+    row, per_class = {}, {}
     for k in shots:
         res = evaluate_specs(exp, specs[k], use_prior=exp.model.conditioned, cache=cache)
         row[f"{k}shot"] = summarise(res)
-    return row, round(time.time() - t0, 1)
+        if k == 5:
+            per_class = {c: round(v["accuracy"], 4) for c, v in res["per_class"].items()}
+    return row, per_class, round(time.time() - t0, 1)
 
 
 def main(argv=None) -> int:
@@ -164,7 +172,7 @@ def main(argv=None) -> int:
         if stage == args.pretrain_steps:
             pre_summary = s
         log(f"pretrained {stage} {args.method} steps on {s['images']} images; loss {s['final_loss']:.3f}; "
-            f"{s['images_per_s']} views/s")
+            f"{s['images_per_s']} images/s ({s['views']} views each)")
     weights = {"ssl": stage_weights[args.pretrain_steps]}
 
     # 2. a timm resnet18 with random weights, saved as a user's file would be
@@ -174,17 +182,25 @@ def main(argv=None) -> int:
     weights["timm_random"] = out / "timm_resnet18_random.pth"
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=1000).state_dict(), weights["timm_random"])
 
+    # and the random Conv-4 that SSL starts from, for the frozen control row
+    from kgmeta.backbones import build_backbone
+
+    torch.manual_seed(args.seed)
+    weights["conv4_random"] = out / "conv4_random.pt"
+    torch.save(build_backbone("conv4", 3, args.image_size, bn_mode="running").state_dict(), weights["conv4_random"])
+
     # 3. one episode list per shot, shared by every row
     probe = build(config_from_dict(variant_config(base, "scratch", False, weights), "pretrain-bench"))
     specs = {k: eval_specs(probe, "test", k, args.episodes, args.seed + 1) for k in SHOTS}
     n_way = min(base["episodes"]["n_way"], len(probe.splits["test"]))
     del probe
 
-    results, seconds = {}, {}
-    for variant in ("scratch", "ssl", "ssl_frozen", "timm_random"):
-        for kg in (False, True):
+    results, seconds, per_class = {}, {}, {}
+    for variant in ("scratch", "ssl", "ssl_frozen", "timm_random", "random_frozen"):
+        for kg in ((False,) if variant == "random_frozen" else (False, True)):
             name = f"{variant}/{'kg_protonet' if kg else 'protonet'}"
-            results[name], seconds[name] = train_and_evaluate(variant_config(base, variant, kg, weights), out, specs)
+            results[name], per_class[name], seconds[name] = train_and_evaluate(
+                variant_config(base, variant, kg, weights), out, specs)
             log(f"{name}: " + ", ".join(f"{k} {v[0] * 100:.1f}+-{v[1] * 100:.1f}" for k, v in results[name].items())
                 + f" ({seconds[name]:.0f}s)")
 
@@ -196,7 +212,7 @@ def main(argv=None) -> int:
         cfg = variant_config(base, "ssl", False, weights)
         cfg["name"] = f"curve-{stage}"
         cfg["model"]["weights_path"] = str(stage_weights[stage])
-        row, _ = train_and_evaluate(cfg, out, specs, shots=(5,))
+        row, _, _ = train_and_evaluate(cfg, out, specs, shots=(5,))
         curve[str(stage)] = row["5shot"]
         log(f"curve: {stage} pretraining steps -> 5-shot {row['5shot'][0] * 100:.1f}")
 
@@ -209,16 +225,17 @@ def main(argv=None) -> int:
     gain = {m: round(100 * (results[f"ssl/{m}"]["5shot"][0] - results[f"scratch/{m}"]["5shot"][0]), 1)
             for m in ("protonet", "kg_protonet")}
     lines.append(f"SSL pretraining: {args.pretrain_steps} {args.method} steps in {pre_seconds:.0f} s "
-                 f"({pre_images / max(pre_seconds, 1e-9):.0f} views/s); 5-shot gain over scratch (points): {gain}")
+                 f"({pre_images / max(pre_seconds, 1e-9):.0f} images/s, {pre_summary['views']} views each); 5-shot gain over scratch (points): {gain}")
     lines.append("timm_random: a timm resnet18 with RANDOM weights; no real ImageNet weights were available here")
     if curve:
         lines.append("5-shot ProtoNet accuracy vs pretraining steps: " + ", ".join(
             f"{s}: {v[0] * 100:.1f}" for s, v in curve.items()))
     print("\n".join(lines), file=sys.stderr, flush=True)
-    doc = {"results": results, "gain_5shot_points": gain, "curve_5shot": curve or None,
+    doc = {"results": results, "per_class_5shot": per_class, "gain_5shot_points": gain, "curve_5shot": curve or None,
            "pretrain": {"method": args.method, "backbone": "conv4 (width 64, flatten)", "steps": args.pretrain_steps,
                         "batch_size": args.batch_size, "images": pre_summary["images"] if pre_summary else None,
-                        "seconds": round(pre_seconds, 1), "views_per_s": round(pre_images / max(pre_seconds, 1e-9), 1),
+                        "seconds": round(pre_seconds, 1), "images_per_s": round(pre_images / max(pre_seconds, 1e-9), 1),
+                        "views_per_image": pre_summary["views"],
                         "image_size": args.image_size, "folders": args.unlabeled, "workers": args.workers},
            "budget": {"meta_steps": args.steps, "meta_batch": 2, "lr": 1e-3,
                       "train_episodes": f"{n_way}-way 1-shot 15-query", "bn_mode": "running",

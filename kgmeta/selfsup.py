@@ -218,8 +218,9 @@ def pretrain(images: Sequence[str | os.PathLike], out: str | os.PathLike, *, bac
         quiet: no progress bar.
 
     Returns:
-        A summary: ``out``, ``steps``, ``images``, ``seconds``, ``images_per_s`` (views counted as
-        images, over this call's steps), ``final_loss`` and ``losses`` (mean loss per step).
+        A summary: ``out``, ``steps``, ``images``, ``seconds``, ``images_per_s`` (unlabeled images
+        per second over this call's steps; each gives ``views`` augmented views), ``views``,
+        ``final_loss`` and ``losses`` (loss per step).
     """
     from kgmeta.pretrained import AdaptedBackbone, build_model_backbone, external_state_target
     from kgmeta.train import resolve_device
@@ -308,7 +309,7 @@ def pretrain(images: Sequence[str | os.PathLike], out: str | os.PathLike, *, bac
                 model.after_step(step, steps)
                 step += 1
                 losses.append(value)
-                seen += sum(v.shape[0] for v in views)
+                seen += views[0].shape[0]  # images (each gives len(views) views)
                 rate = seen / max(time.time() - started, 1e-9)
                 bar.set_postfix(loss=f"{value:.3f}", img_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
@@ -337,6 +338,7 @@ def pretrain(images: Sequence[str | os.PathLike], out: str | os.PathLike, *, bac
     summary = {"out": str(out), "work_dir": str(work), "method": method, "backbone": backbone, "steps": steps,
                "images": len(data), "seconds": round(seconds, 2),
                "images_per_s": round(seen / seconds, 1) if seconds > 0 else None,
+               "views": 4 if method == "dino" else 2,
                "final_loss": losses[-1] if losses else None, "losses": losses}
     write_json(work / "summary.json", {k: v for k, v in summary.items() if k != "losses"})
     return summary
