@@ -8,7 +8,7 @@ experiments from a config (:func:`load_config`), as the ``kgmeta`` command does.
 
 __version__ = "0.1.0"
 
-from kgmeta.api import evaluate, fit
+from kgmeta.api import evaluate, fit, pretrain
 from kgmeta.backbones import BACKBONES, build_backbone
 from kgmeta.conditioning import Priors, posterior_prototypes
 from kgmeta.config import RunConfig, config_reference_markdown, dump_config, load_config
@@ -36,5 +36,5 @@ __all__ = [
     "benchmark_classes", "build", "build_backbone", "build_graph", "build_learner", "class_folds",
     "config_reference_markdown", "dump_config", "episode_list", "evaluate", "find_duplicates", "fit",
     "load_class_mapping", "load_config", "load_graph", "load_ontology", "load_run", "mean_ci95",
-    "posterior_prototypes", "pretrain_link_prediction", "render", "split_classes",
+    "posterior_prototypes", "pretrain", "pretrain_link_prediction", "render", "split_classes",
 ]

@@ -13,7 +13,7 @@ from kgmeta.config import RunConfig, config_from_dict, load_config
 from kgmeta.train import evaluate_run
 from kgmeta.train import fit as _fit
 
-__all__ = ["evaluate", "fit"]
+__all__ = ["evaluate", "fit", "pretrain"]
 
 
 def fit(config: RunConfig | str | os.PathLike | Mapping[str, Any] | None = None, *,
@@ -92,3 +92,17 @@ def evaluate(run: str | os.PathLike, *, shots: Sequence[int] | None = None, epis
     return evaluate_data(run, roots, kind=kind, classes=classes, ontology=ontology, n_way=n_way,
                          shots=shots, episodes=episodes, include_train_classes=include_train_classes,
                          device=device)
+
+
+def pretrain(images: Sequence[str | os.PathLike], out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+    """Self-supervised pretraining on unlabeled images, like ``kgmeta pretrain`` (needs
+    ``pip install 'kgmeta[ssl]'``); keyword arguments as :func:`kgmeta.selfsup.pretrain`
+    (``backbone``, ``method``, ``steps``, ``image_size``, ``channels``, ``resume`` ...).
+
+    Returns:
+        ``{"out", "steps", "images", "seconds", "images_per_s", "final_loss", "losses", ...}``;
+        ``out`` is a weights file for ``model.weights_path``.
+    """
+    from kgmeta.selfsup import pretrain as _pretrain
+
+    return _pretrain(images, out, **kwargs)

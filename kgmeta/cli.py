@@ -186,6 +186,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from kgmeta.selfsup import pretrain_from_config
+
+    _check_device(args.device)
+    cfg = _load_cfg(args)
+    summary = pretrain_from_config(
+        cfg, out=args.out, images=args.images, resume=args.resume, quiet=args.quiet,
+        backbone=args.backbone, method=args.method, steps=args.steps, image_size=args.image_size,
+        batch_size=args.batch_size, workers=args.workers, device=args.device)
+    print(f"wrote {summary['out']}: {summary['method']} on {summary['images']} images, {summary['steps']} "
+          f"steps, final loss {summary['final_loss']:.4f}, {summary['seconds']:.0f} s "
+          f"({summary['images_per_s']} images/s); load it with model.weights_path={summary['out']} "
+          f"model.backbone={summary['backbone']}")
+    return 0
+
+
 def _parse_shots(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -434,6 +450,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's train.device)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     train.set_defaults(func=_cmd_train)
+
+    pre = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images "
+                                          "(needs kgmeta[ssl])")
+    pre.add_argument("--images", nargs="+", metavar="DIR", help="folders of unlabeled images (default: "
+                                                                "pretrain.images)")
+    pre.add_argument("--backbone", help="model.backbone name, e.g. conv4 or timm/resnet18")
+    pre.add_argument("--method", choices=["simclr", "byol", "dino"], help="default: pretrain.method")
+    pre.add_argument("--out", help="weights file to write (default: pretrain.out)")
+    pre.add_argument("--steps", type=int, help="optimisation steps (default: pretrain.steps)")
+    pre.add_argument("--image-size", type=int, dest="image_size", help="px (default: data.image_size)")
+    pre.add_argument("--batch-size", type=int, dest="batch_size", help="default: pretrain.batch_size")
+    pre.add_argument("--workers", type=int, help="DataLoader workers (default: pretrain.workers)")
+    pre.add_argument("--resume", action="store_true", help="continue from <out>.pretrain/checkpoint.pt")
+    pre.add_argument("--config", help="YAML config whose pretrain, model and data sections are used")
+    pre.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    pre.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's train.device)")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre.set_defaults(func=_cmd_pretrain)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a run on its unseen test classes; or robustness, "
                                                 "cross-validation over classes, leave-one-dataset-out")

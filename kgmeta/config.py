@@ -52,6 +52,7 @@ __all__ = [
     "DataConfig",
     "EpisodeConfig",
     "ModelConfig",
+    "PretrainConfig",
     "TrainConfig",
     "AdversarialConfig",
     "RunConfig",
@@ -243,8 +244,11 @@ class ModelConfig(_Section):
 
     SECTION = "model"
 
-    backbone: Literal["conv4", "resnet12", "resnet18", "tiny"] = _opt(
-        "conv4", "image feature extractor (`tiny`: a minimal CNN for tests)")
+    backbone: str = _opt(
+        "conv4", "image feature extractor: `conv4`, `resnet12`, `resnet18`, `tiny` (a minimal CNN "
+        "for tests), `timm/<name>` (any timm model, e.g. `timm/resnet50`) or `torchvision/resnet18` "
+        "(.. `resnet152`); random init unless model.weights_path names a local file",
+        pattern=r"conv4|resnet12|resnet18|tiny|timm/[A-Za-z0-9_.]+|torchvision/resnet(18|34|50|101|152)")
     learner: Literal["protonet", "maml", "fomaml", "anil", "reptile", "finetune"] = _opt(
         "protonet", "meta-learning method")
     conditioning: Literal["none", "kg"] = _opt(
@@ -256,20 +260,33 @@ class ModelConfig(_Section):
         0.0, "weight of an L2 pull of inner-loop weights toward their (graph-given) "
         "initialisation; 0: off", ge=0.0)
     weights_path: str | None = _opt(
-        None, "pretrained backbone weights loaded before meta-training; null: random init",
-        min_len=1)
+        None, "local backbone weights loaded before meta-training (a torchvision or timm "
+        "state_dict, a timm checkpoint, a .safetensors file or a `kgmeta pretrain` output; never "
+        "downloaded); null: random init", min_len=1)
+    freeze: str = _opt(
+        "none", "backbone parameters kept fixed: `none`, `all` (BatchNorm uses stored statistics; "
+        "features are cached), `bn` (BatchNorm layers only) or a number of stages from the stem",
+        pattern=r"none|all|bn|[0-9]+")
+    adapter: Literal["none", "linear", "conv1x1"] = _opt(
+        "none", "task adaptation layer after the backbone, meta-trained with every learner: "
+        "`linear` (Linear + LayerNorm), `conv1x1` (1x1 conv + GroupNorm on the last feature map; "
+        "timm/torchvision CNNs) or `none`")
+    adapter_dim: int = _opt(128, "output size of the adapter (the feature size learners see)", ge=1)
+    input_size: int | None = _opt(
+        None, "timm/ and torchvision/ backbones: resize images to this many px inside the "
+        "backbone; null: the model's own input size (224 for most)", ge=8)
     bn_mode: Literal["transductive", "running"] = _opt(
         "transductive", "BatchNorm statistics: `transductive` (each episode's batch, the usual "
         "few-shot protocol) or `running` (running averages at test time; lets ProtoNet and "
         "fine-tune evaluation cache features, see train.feature_cache)")
 
     def _check(self) -> None:
-        if self.weights_path is not None and self.backbone != "resnet18":
+        if self.freeze != "none" and self.freeze != "0" and self.weights_path is None:
             raise _KeyedError(
-                "model.weights_path",
-                f"model.weights_path is set but model.backbone is {self.backbone!r}; pretrained "
-                f"weights load into resnet18 only: set model.backbone=resnet18 or remove "
-                f"model.weights_path", related=("model.backbone",))
+                "model.freeze",
+                f"model.freeze={self.freeze} would freeze randomly initialised weights; set "
+                f"model.weights_path to a local weights file or model.freeze=none",
+                related=("model.weights_path",))
 
 
 @dataclass(frozen=True)
@@ -342,6 +359,31 @@ class AdversarialConfig(_Section):
 
 
 @dataclass(frozen=True)
+class PretrainConfig(_Section):
+    """Self-supervised pretraining of model.backbone on unlabeled images (`kgmeta pretrain`)."""
+
+    SECTION = "pretrain"
+
+    images: tuple[str, ...] = _opt(
+        (), "folders of unlabeled images, flat or nested (the folder loader's file rules; labels "
+        "are ignored)", min_len=1)
+    method: Literal["simclr", "byol", "dino"] = _opt("simclr", "self-supervised objective (lightly)")
+    steps: int = _opt(1000, "optimisation steps", ge=1)
+    batch_size: int = _opt(128, "images per step (two views each)", ge=2)
+    lr: float = _opt(1e-3, "AdamW learning rate", gt=0.0)
+    weight_decay: float = _opt(1e-4, "AdamW weight decay", ge=0.0)
+    image_size: int | None = _opt(None, "pretraining image size in px; null: data.image_size", ge=8)
+    min_scale: float = _opt(
+        0.4, "smallest random-resized-crop area share (large so a crop keeps the lesion)",
+        gt=0.0, le=1.0)
+    temperature: float = _opt(0.1, "SimCLR NT-Xent temperature", gt=0.0)
+    proj_dim: int = _opt(128, "output size of the projection head", ge=1)
+    workers: int = _opt(2, "DataLoader worker processes (0: load in the main process)", ge=0)
+    checkpoint_every: int = _opt(100, "save a resumable checkpoint every this many steps", ge=1)
+    out: str | None = _opt(None, "weights file to write (`kgmeta pretrain --out`)", min_len=1)
+
+
+@dataclass(frozen=True)
 class RunConfig(_Section):
     """The whole run; the resolved copy is saved in every run folder."""
 
@@ -358,6 +400,7 @@ class RunConfig(_Section):
     model: ModelConfig = _section(ModelConfig, "backbone, learner and conditioning")
     train: TrainConfig = _section(TrainConfig, "outer loop, losses, checkpoints, hardware")
     adversarial: AdversarialConfig = _section(AdversarialConfig, "adversarial meta-training")
+    pretrain: PretrainConfig = _section(PretrainConfig, "self-supervised backbone pretraining")
 
     def _check(self) -> None:
         ep, data = self.episodes, self.data
@@ -384,7 +427,8 @@ for _name, _cls in _SECTIONS.items():
 # long to run, and where caches live; nothing that changes the model or its training.
 FINGERPRINT_IGNORED: tuple[str, ...] = (
     "name", "out_dir", "train.steps", "train.device", "ontology.cache_dir", "data.memory_cap_mb",
-    "train.maml_vmap", "train.vmap_chunk", "train.feature_cache")
+    "train.maml_vmap", "train.vmap_chunk", "train.feature_cache",
+    *(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig)))
 
 
 # --------------------------------------------------------------------------- types

@@ -251,6 +251,15 @@ def _resolve_iris(names: list[str], folders: list[str], class_iris: Any) -> list
 
 
 # ----------------------------------------------------------------------------- folders
+def image_files(folder: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``folder``, recursively and sorted: extensions matched case-insensitively,
+    hidden files and folders skipped (the file rules of :class:`ImageFolderDataset`)."""
+    d = Path(folder)
+    exts = {"." + e.lower().lstrip(".") for e in extensions}
+    return sorted(f for f in d.rglob("*") if f.suffix.lower() in exts and f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(d).parts))
+
+
 class ImageFolderDataset(ImageClassDataset):
     """One sub-folder per class under one or several roots (``root/<class>/**/<image>``).
 
@@ -293,11 +302,7 @@ class ImageFolderDataset(ImageClassDataset):
                 raise DataError(f"{root}: no class sub-folders; put each class's images in "
                                 f"{root}/<class name>/")
             for d in subdirs:
-                files = sorted(
-                    f for f in d.rglob("*")
-                    if f.suffix.lower() in exts and f.is_file()
-                    and not any(part.startswith(".") for part in f.relative_to(d).parts))
-                found.append((root, d.name, files))
+                found.append((root, d.name, image_files(d, extensions)))
 
         by_name: dict[str, list[tuple[Path, list[Path]]]] = {}
         for root, folder, files in found:
@@ -922,7 +927,7 @@ def find_duplicates(splits: Mapping[str, tuple[ImageClassDataset, Sequence[int] 
 
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageClassDataset", "ImageFolderDataset",
+    "IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageClassDataset", "ImageFolderDataset", "image_files",
     "DicomFolderDataset", "NpzDataset", "SubsetClasses", "ConcatClasses", "subset",
     "load_image_file", "dicom_to_uint8", "phash", "find_duplicates", "DuplicateReport",
     "DuplicatePair", "ImageRef",

@@ -382,7 +382,6 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
         The :class:`Experiment`, model on ``device`` and initialised from ``cfg.train.seed`` (or
         from ``train.init_from``).
     """
-    from kgmeta.backbones import build_backbone
     from kgmeta.gnn import GraphEncoder
     from kgmeta.graph import build_graph
     from kgmeta.learners import build_learner
@@ -409,9 +408,11 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
     kg = build_graph(ontology, feature_dim=g.feature_dim, text_encoder=g.text_encoder,
                      cache_dir=cfg.ontology.cache_dir, like=like)
     m = cfg.model
-    backbone = build_backbone(m.backbone, in_channels=cfg.data.channels, image_size=cfg.data.image_size,
-                              bn_mode=m.bn_mode,
-                              **({"weights_path": m.weights_path} if m.weights_path else {}))
+    from kgmeta.pretrained import build_model_backbone
+
+    backbone = build_model_backbone(m.backbone, cfg.data.channels, cfg.data.image_size, bn_mode=m.bn_mode,
+                                    weights_path=m.weights_path, freeze_mode=m.freeze, adapter=m.adapter,
+                                    adapter_dim=m.adapter_dim, input_size=m.input_size)
     kw: dict[str, Any] = {}
     if m.learner in ("maml", "fomaml", "anil", "reptile"):
         kw = {"inner_steps": m.inner_steps, "inner_lr": m.inner_lr}
@@ -503,6 +504,40 @@ def feature_cache(exp: Experiment, classes: Sequence[int]) -> "FeatureCache | No
     if not (exp.cfg.train.feature_cache and cacheable(exp.model)):
         return None
     return FeatureCache(exp.model.backbone, exp.dataset, sorted(set(int(c) for c in classes)), exp.device)
+
+
+def train_feature_cache(exp: Experiment) -> "FeatureCache | None":
+    """Trunk outputs of every meta-train image, computed once, when meta-training them is exact:
+    the backbone is a :class:`~kgmeta.pretrained.AdaptedBackbone` whose trunk is frozen
+    (``model.freeze: all``) with batch-independent features, ``train.feature_cache`` is on and no
+    adversarial training perturbs the pixels. Episodes then carry trunk features instead of
+    images (:func:`cached_episode`) and the learners meta-train the adapter (and head, GNN, prior)
+    on them; None otherwise."""
+    from kgmeta.features_cache import FeatureCache, check_cacheable
+    from kgmeta.pretrained import AdaptedBackbone
+
+    backbone = exp.model.backbone
+    if not (exp.cfg.train.feature_cache and isinstance(backbone, AdaptedBackbone) and backbone.trunk_frozen
+            and not exp.cfg.adversarial.enabled):
+        return None
+    try:
+        check_cacheable(backbone.trunk)
+    except ConfigError:
+        return None
+    cache = FeatureCache(backbone.trunk, exp.dataset, exp.splits["train"], exp.device)
+    exp.model.train(exp.model.training)  # FeatureCache restored the trunk's own mode; re-freeze its BN
+    return cache
+
+
+def cached_episode(cache: "FeatureCache", spec: EpisodeSpec) -> "Episode":
+    """The :class:`~kgmeta.episodes.Episode` of ``spec`` with cached trunk features ``[S, d]`` /
+    ``[Q, d]`` in place of images (use under ``backbone.features_as_input()``)."""
+    from kgmeta.episodes import Episode
+
+    support, ys, query, yq = cache.episode(spec)
+    shots = torch.tensor([len(s) for s in spec.support], dtype=torch.long, device=support.device)
+    return Episode(support, ys, query, yq, [cache.class_names[c] for c in spec.classes],
+                   [cache.class_iris[c] for c in spec.classes], shots)
 
 
 def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: bool = True,
@@ -835,18 +870,26 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     writer = _ScalarLog(run_dir, cfg) if ctx.is_main else None
     ckpt_dir = run_dir / "checkpoints"
     completed = start  # steps whose optimiser update is done (what a checkpoint may claim)
+    train_cache = train_feature_cache(exp)
+    if train_cache is not None:
+        log("frozen backbone: meta-training on trunk features cached once per image")
     model.train()
     bar = tqdm(total=t.steps, initial=start, desc="meta-train", unit="step", disable=quiet,
                dynamic_ncols=True)
     try:
         for step in range(start, t.steps):
             torch.manual_seed(t.seed * 7919 + step)  # dropout etc.: same per step on resume and rank
-            episodes = [materialise(exp.dataset, sampler.sample_spec(_step_generator(t.seed, step, j)),
-                                    exp.device) for j in items]
+            specs = [sampler.sample_spec(_step_generator(t.seed, step, j)) for j in items]
+            if train_cache is not None:
+                episodes = [cached_episode(train_cache, spec) for spec in specs]
+            else:
+                episodes = [materialise(exp.dataset, spec, exp.device) for spec in specs]
             if cfg.adversarial.enabled:
                 episodes = _attack_some(model, episodes, cfg.adversarial,
                                         [_step_generator(t.seed, step, t.meta_batch + j) for j in items])
-            with _autocast(exp.device, t.amp):
+            inputs = (model.backbone.features_as_input() if train_cache is not None
+                      else contextlib.nullcontext())
+            with _autocast(exp.device, t.amp), inputs:
                 loss, parts = model.meta_batch_loss(episodes)
                 loss = loss * (len(items) / t.meta_batch)  # this process's share of the mean
             share = len(items) / t.meta_batch

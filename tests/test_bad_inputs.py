@@ -86,22 +86,6 @@ def onto(tmp_path: Path) -> Path:
     return write(tmp_path / "onto.ttl", ONTOLOGY)
 
 
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    """Every way Python opens a connection raises and is recorded."""
-    attempts: list[tuple] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
-
-
 # ================================================================== ontology files
 
 
@@ -529,8 +513,8 @@ def test_zero_or_negative_sizes_are_one_line(tmp_path, capsys, key, value):
     ("episodes: 5\n", ["episodes = 5 has the wrong type", "a mapping"]),
     ("data:\n  roots: data/\n", ["data.roots = 'data/' has the wrong type", "as a list"]),
     ("train:\n  steps: 1.5\n", ["train.steps = 1.5 has the wrong type"]),
-    ("model:\n  weights_path: imagenet.pt\n",
-     ["model.weights_path is set but model.backbone is 'conv4'", "set model.backbone=resnet18"]),
+    ("model:\n  freeze: all\n",
+     ["model.freeze=all would freeze randomly initialised weights", "set model.weights_path"]),
 ])
 def test_unknown_keys_and_wrong_types_are_one_line(tmp_path, capsys, body, fragments):
     cfg = write(tmp_path / "bad.yaml", body)

@@ -94,7 +94,7 @@ def test_round_trip_through_file(tmp_path):
 def test_config_to_dict_is_plain_and_ordered():
     d = config_to_dict(RunConfig())
     assert list(d) == ["name", "out_dir", "ontology", "graph", "data", "episodes", "model",
-                       "train", "adversarial"]
+                       "train", "adversarial", "pretrain"]
     assert d["episodes"]["eval_shots"] == [0, 1, 5]
     assert yaml.safe_load(yaml.safe_dump(d)) == d
 

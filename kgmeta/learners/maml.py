@@ -145,7 +145,8 @@ class MAML(Learner):
                 inner = F.cross_entropy(F.linear(feats, weight, bias), support_labels)
                 if self.proximal > 0:
                     inner = inner + 0.5 * self.proximal * (weight - weight_init).pow(2).sum()
-                names = [] if self.anil else list(fast)
+                # frozen backbone parameters (model.freeze) stay the meta-parameters
+                names = [] if self.anil else [n for n in fast if fast[n].requires_grad]
                 tensors = [weight, bias] + [fast[n] for n in names]
                 grads = torch.autograd.grad(inner, tensors, create_graph=create_graph, allow_unused=True)
                 grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
@@ -182,6 +183,8 @@ def vmap_fallback_reason(maml: MAML, episodes: "Sequence[Episode]",
     zero-shot episodes, priors for some episodes only) only split the meta-batch into groups."""
     if not episodes:
         return "empty meta-batch"
+    if any(not p.requires_grad for p in maml.backbone.parameters()):
+        return "the backbone has frozen parameters (model.freeze)"
     for m in maml.backbone.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
             return ("the backbone's BatchNorm tracks running statistics (bn_mode='running'): its buffers "

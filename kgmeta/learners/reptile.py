@@ -120,11 +120,13 @@ class Reptile(Learner):
         current = {n: t.detach() for n, t in init.items()}
         if support_images.shape[0] == 0:
             return current
+        frozen = {n for n, p in self.backbone.named_parameters() if not p.requires_grad}  # model.freeze
+        fixed = {n: current.pop(n) for n in frozen}
         moments = {n: (torch.zeros_like(t), torch.zeros_like(t)) for n, t in current.items()}
         for step in range(1, steps + 1):
             with torch.enable_grad():
                 leaves = {n: t.requires_grad_() for n, t in current.items()}
-                inner = F.cross_entropy(self._logits(leaves, support_images), support_labels)
+                inner = F.cross_entropy(self._logits({**fixed, **leaves}, support_images), support_labels)
                 grads = torch.autograd.grad(inner, list(leaves.values()), allow_unused=True)
             with torch.no_grad():
                 updated = {}
@@ -138,7 +140,7 @@ class Reptile(Learner):
                                                         self.adam_betas)
                         moments[name] = (m, v)
             current = updated
-        return current
+        return {**fixed, **current}
 
     def loss(self, episode: "Episode", priors: "Priors | None" = None) -> tuple[Tensor, Tensor]:
         like = self._feature_like(episode.query_images)  # [0, d], only sizes the head
