@@ -128,3 +128,51 @@ def test_resnet18_bad_weights(tmp_path, r18_state):
     torch.save(shapes, tmp_path / "shapes.pt")
     with pytest.raises(ConfigError, match="wrong tensor shapes"):
         build_backbone("resnet18", 3, 32, weights_path=str(tmp_path / "shapes.pt"))
+
+
+def _reference_conv_net(net) -> torch.nn.Sequential:
+    """The textbook conv net with ``net``'s weights: (x - mean) / std, then conv -> BN -> ReLU ->
+    maxpool per block in the default memory format, no in-place op."""
+    layers = []
+    for block in net.body:
+        if isinstance(block, torch.nn.Sequential):
+            layers += [block[0], block[1], torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        else:
+            layers.append(block)
+    body = torch.nn.Sequential(*layers)
+    return lambda x: body((x - net.normalize.mean) / net.normalize.std).flatten(1)
+
+
+@pytest.mark.parametrize("name,kw", [("conv4", {"width": 8}), ("tiny", {}), ("conv4", {"width": 8, "pool": "avg"})])
+@pytest.mark.parametrize("bn_mode", ["transductive", "running"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_conv_blocks_equal_textbook_order(name, kw, bn_mode, channels_last):
+    """Pool-before-in-place-ReLU gives the textbook block's features and parameter gradients bit for
+    bit; channels-last activations only change float rounding (the speed-ups measured by
+    benchmarks/peers.py change no number)."""
+    torch.manual_seed(0)
+    net = build_backbone(name, 3, 32, bn_mode=bn_mode, **kw)
+    assert net.channels_last                         # the default
+    net.channels_last = channels_last
+    ref_net = build_backbone(name, 3, 32, bn_mode=bn_mode, **kw)
+    ref_net.load_state_dict(net.state_dict())
+    ref = _reference_conv_net(ref_net)
+
+    def same(a, b, msg=""):
+        if channels_last:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()) + 1e-6, msg=msg)
+        else:
+            assert torch.equal(a, b), msg
+
+    x = torch.rand(6, 3, 32, 32) * 2 - 0.5           # some pixels outside [0, 1]: negative pre-activations
+    out, ref_out = net(x), ref(x)
+    same(out, ref_out)
+    (out.pow(2).sum() + out.sum()).backward()
+    (ref_out.pow(2).sum() + ref_out.sum()).backward()
+    for (n, p), (_, q) in zip(net.named_parameters(), ref_net.named_parameters()):
+        same(p.grad, q.grad, n)
+    if bn_mode == "running":
+        for (n, b), (_, c) in zip(net.named_buffers(), ref_net.named_buffers()):
+            same(b.float(), c.float(), n)
+        net.eval(), ref_net.eval()
+        same(net(x[:2]), ref(x[:2]))

@@ -231,11 +231,14 @@ class _BatchStatsNorm(nn.Module):
 
 
 def _functional_twin(backbone: nn.Module) -> nn.Module:
-    """A deep copy of ``backbone`` whose stateless BatchNorms are :class:`_BatchStatsNorm` (cached)."""
+    """A deep copy of ``backbone`` whose stateless BatchNorms are :class:`_BatchStatsNorm` (cached),
+    in the default memory format."""
     import copy
 
     twin = copy.deepcopy(backbone)
     for name, module in list(twin.named_modules()):
+        if getattr(module, "channels_last", False):  # vmap cannot batch a channels-last .contiguous()
+            module.channels_last = False
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.modules.batchnorm._BatchNorm):
                 setattr(module, child_name, _BatchStatsNorm(child))
