@@ -100,6 +100,11 @@ class MAML(Learner):
         if inner_lr <= 0 or proximal < 0:
             raise ConfigError(f"inner_lr={inner_lr} must be > 0 and proximal={proximal} >= 0")
         self.backbone = backbone
+        if not (first_order or anil) and getattr(backbone, "channels_last", False):
+            # the second-order meta-gradient runs BatchNorm's double backward, whose reductions are
+            # slower on channels-last activations than the convolutions gain (CPU: a meta-step at
+            # 64 px took 1.3x as long; benchmarks/peers.py); the features are the same either way
+            backbone.channels_last = False
         self.inner_steps = inner_steps
         self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
         self.inner_lr = inner_lr
