@@ -90,24 +90,31 @@ def confusion_matrix(preds: Any, labels: Any, n_classes: int | None = None) -> n
         .reshape(n_classes, n_classes).astype(np.int64)
 
 
-def per_class_accuracy(preds: Any, labels: Any, n_classes: int | None = None) -> np.ndarray:
-    """Recall of each class, float64 [n_classes]; NaN for a class with no samples."""
-    cm = confusion_matrix(preds, labels, n_classes)
+def _recall(cm: np.ndarray) -> np.ndarray:
+    """Per-class recall of a confusion matrix; NaN for a class with no samples."""
     support = cm.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
 
 
+def per_class_accuracy(preds: Any, labels: Any, n_classes: int | None = None) -> np.ndarray:
+    """Recall of each class, float64 [n_classes]; NaN for a class with no samples."""
+    return _recall(confusion_matrix(preds, labels, n_classes))
+
+
 def balanced_accuracy(preds: Any, labels: Any) -> float:
     """Mean recall over the classes present in ``labels`` (as sklearn's balanced_accuracy_score)."""
-    rec = per_class_accuracy(preds, labels)
-    return float(np.nanmean(rec))
+    return float(np.nanmean(_recall(confusion_matrix(preds, labels))))
 
 
 def macro_f1(preds: Any, labels: Any) -> float:
     """Unweighted mean F1 over the classes present in ``labels`` or predictions; a class with
     no true positive scores 0 (as sklearn's f1_score(average="macro", zero_division=0))."""
-    cm = confusion_matrix(preds, labels)
+    return _macro_f1(confusion_matrix(preds, labels))
+
+
+def _macro_f1(cm: np.ndarray) -> float:
+    """:func:`macro_f1` of a confusion matrix."""
     present = (cm.sum(0) + cm.sum(1)) > 0
     tp = np.diag(cm).astype(np.float64)
     denom = cm.sum(0) + cm.sum(1)  # 2TP + FP + FN
@@ -159,8 +166,9 @@ class EpisodeMetrics:
         p = lg.argmax(-1)
         acc = accuracy(p, y)
         self.acc.append(acc)
-        self.bal.append(balanced_accuracy(p, y))
-        self.f1.append(macro_f1(p, y))
+        cm = confusion_matrix(p, y)  # one matrix for both (as balanced_accuracy and macro_f1 build it)
+        self.bal.append(float(np.nanmean(_recall(cm))))
+        self.f1.append(_macro_f1(cm))
         if lg.shape[1] == 2 and 0 < int(y.sum()) < y.size:
             self.auc.append(auroc_binary(lg[:, 1].astype(np.float64) - lg[:, 0], y))
         if class_names is not None:
