@@ -166,7 +166,9 @@ class EpisodeMetrics:
         p = lg.argmax(-1)
         acc = accuracy(p, y)
         self.acc.append(acc)
-        cm = confusion_matrix(p, y)  # one matrix for both (as balanced_accuracy and macro_f1 build it)
+        # one confusion matrix for every metric; classes absent from labels and predictions change
+        # none of them (NaN recall is skipped, F1 counts present classes only)
+        cm = confusion_matrix(p, y, max(lg.shape[1], int(y.max(initial=-1)) + 1))
         self.bal.append(float(np.nanmean(_recall(cm))))
         self.f1.append(_macro_f1(cm))
         if lg.shape[1] == 2 and 0 < int(y.sum()) < y.size:
@@ -174,11 +176,11 @@ class EpisodeMetrics:
         if class_names is not None:
             if len(class_names) != lg.shape[1]:
                 raise ValueError(f"{len(class_names)} class names for {lg.shape[1]} logit columns")
+            correct, total = np.diag(cm).tolist(), cm.sum(1).tolist()
             for c, name in enumerate(class_names):
-                m = y == c
-                if m.any():
-                    self.class_correct[name] = self.class_correct.get(name, 0) + int((p[m] == c).sum())
-                    self.class_total[name] = self.class_total.get(name, 0) + int(m.sum())
+                if total[c]:
+                    self.class_correct[name] = self.class_correct.get(name, 0) + correct[c]
+                    self.class_total[name] = self.class_total.get(name, 0) + total[c]
                     self.class_episodes[name] = self.class_episodes.get(name, 0) + 1
         return acc
 

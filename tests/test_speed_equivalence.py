@@ -143,3 +143,17 @@ def test_second_order_maml_equals_plain_torch_func_loop():
     for (n, p), (_, r) in zip(net.named_parameters(), ref_net.named_parameters()):
         torch.testing.assert_close(p.grad, r.grad, rtol=1e-8, atol=1e-10, msg=n)
     torch.testing.assert_close(learner.head_weight.grad, head_w.grad, rtol=1e-8, atol=1e-10)
+
+
+def test_kgmeta_never_imports_the_benchmark_peers():
+    """easyfsl and learn2learn are benchmark-only (benchmarks/peers.py): no kgmeta module or test names them."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    this = Path(__file__).resolve()
+    for path in [*(root / "kgmeta").rglob("*.py"), *(root / "tests").rglob("*.py")]:
+        if path.resolve() == this:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for peer in ("easyfsl", "learn2learn"):
+            assert f"import {peer}" not in text and f"from {peer}" not in text, f"{path} imports {peer}"
