@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import json
 import sys
 import time
@@ -70,13 +69,22 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _import_peer(name: str):
+    """The peer's module (static imports only: nothing is loaded by a computed name)."""
+    if name == "easyfsl":
+        import easyfsl
+        import easyfsl.methods  # noqa: F401 - PrototypicalNetworks lives there
+
+        return easyfsl
+    import learn2learn
+
+    return learn2learn
+
+
 def need(name: str):
     """Import peer ``name`` or exit 2 with a one-line message."""
     try:
-        module = importlib.import_module(name)
-        if name == "easyfsl":
-            importlib.import_module("easyfsl.methods")
-        return module
+        return _import_peer(name)
     except Exception as exc:  # noqa: BLE001 - a broken install is as absent as a missing one
         print(f"peer {name!r} is not available ({type(exc).__name__}: {exc}); install it with "
               f"`{INSTALL[name]}` (a benchmark-only dependency) or leave it out of --peers", file=sys.stderr)
@@ -290,7 +298,7 @@ def main(argv=None) -> int:
         l2l = need("learn2learn")
     else:
         try:
-            l2l = importlib.import_module("learn2learn")
+            l2l = _import_peer("learn2learn")
             l2l_note = "found"
         except Exception as exc:  # noqa: BLE001
             l2l_note = f"not installed ({type(exc).__name__}); `pip install learn2learn` did not build here"
