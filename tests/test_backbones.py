@@ -128,4 +128,3 @@ def test_resnet18_bad_weights(tmp_path, r18_state):
     torch.save(shapes, tmp_path / "shapes.pt")
     with pytest.raises(ConfigError, match="wrong tensor shapes"):
         build_backbone("resnet18", 3, 32, weights_path=str(tmp_path / "shapes.pt"))
-
