@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CUDA checks: the CUDA tests (bf16 autocast ProtoNet and vectorised-MAML steps, no host-device sync
-# inside the MAML inner loop) and the speed benchmark on the GPU. Prints one JSON summary as the
-# last line. Exits 0 with a note when there is no GPU.
+# inside the MAML inner loop), the speed benchmark and the peers benchmark (kgmeta beside easyfsl
+# and plain PyTorch loops, benchmarks/peers.py) on the GPU. Prints one JSON summary as the last
+# line. Exits 0 with a note when there is no GPU; a peer that is not installed (peers.py exit 2)
+# is reported in the summary without failing the check.
 #   bash benchmarks/gpu_check.sh [--quick]
 set -u
 cd "$(dirname "$0")/.."
@@ -23,18 +25,27 @@ tail -n 5 "$out/pytest.txt"
 "$PY" benchmarks/speed.py --device cuda $QUICK --skip ddp >"$out/speed.txt" 2>&1
 speed_rc=$?
 tail -n 20 "$out/speed.txt"
-"$PY" - "$out" "$tests_rc" "$speed_rc" <<'EOF'
+"$PY" benchmarks/peers.py --device cuda $QUICK >"$out/peers.txt" 2>&1
+peers_rc=$?
+tail -n 12 "$out/peers.txt"
+"$PY" - "$out" "$tests_rc" "$speed_rc" "$peers_rc" <<'EOF'
 import json, sys, torch
-out, tests_rc, speed_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-lines = open(f"{out}/speed.txt").read().strip().splitlines()
-speed = None
-if lines:
+out, tests_rc, speed_rc, peers_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+
+
+def last_json(name):
+    lines = open(f"{out}/{name}").read().strip().splitlines()
     try:
-        speed = json.loads(lines[-1])
+        return json.loads(lines[-1]) if lines else None
     except ValueError:
-        speed = None
+        return None
+
+
+peers_txt = open(f"{out}/peers.txt").read().strip().splitlines()
 print(json.dumps({"gpu": True, "name": torch.cuda.get_device_name(0), "cuda_tests_rc": tests_rc,
                   "cuda_tests": open(f"{out}/pytest.txt").read().strip().splitlines()[-1:],
-                  "speed_rc": speed_rc, "speed": speed}))
-sys.exit(0 if tests_rc == 0 and speed_rc == 0 else 1)
+                  "speed_rc": speed_rc, "speed": last_json("speed.txt"),
+                  "peers_rc": peers_rc, "peers": last_json("peers.txt"),
+                  "peers_note": peers_txt[-1:] if peers_rc else None}))
+sys.exit(0 if tests_rc == 0 and speed_rc == 0 and peers_rc in (0, 2) else 1)
 EOF

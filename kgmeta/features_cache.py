@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kgmeta.conditioning import posterior_prototypes
+from kgmeta.conditioning import Priors, posterior_prototypes
 from kgmeta.errors import ConfigError, DataError
 from kgmeta.learners.finetune import FineTune
 from kgmeta.learners.maml import initial_head
@@ -78,7 +78,7 @@ class FeatureCache:
         self.device = torch.device(device)
         self.class_names = list(dataset.class_names)
         self.class_iris = list(dataset.class_iris)
-        self.features: dict[int, Tensor] = {}
+        self.features: dict[int, Tensor] = {}   # class -> [count(c), d], views of ``flat``
         was_training = backbone.training
         backbone.eval()
         try:
@@ -95,6 +95,14 @@ class FeatureCache:
                     self.features[c] = torch.cat(rows)                 # [count(c), d]
         finally:
             backbone.train(was_training)
+        # one [sum count(c), d] tensor, so an episode is ONE gather; the per-class tensors are views
+        self.offsets: dict[int, int] = {}
+        start = 0
+        for c, feats in self.features.items():
+            self.offsets[c] = start
+            start += feats.shape[0]
+        self.flat = torch.cat(list(self.features.values())) if self.features else torch.zeros(0, 0)
+        self.features = {c: self.flat[o:o + self.features[c].shape[0]] for c, o in self.offsets.items()}
 
     def episode(self, spec: "EpisodeSpec") -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(support_feats [S, d], support_labels [S], query_feats [Q, d], query_labels [Q])`` of ``spec``."""
@@ -106,19 +114,18 @@ class FeatureCache:
             bad = [n for c, n in zip(spec.classes, spec.class_names) if self.class_names[c] != n]
             if bad:
                 raise DataError(f"episode classes {bad[:5]} do not match the cached dataset's class order")
-        d = next(iter(self.features.values())).shape[1]
-        sup, qry, ys, yq = [], [], [], []
-        for label, (c, s, q) in enumerate(zip(spec.classes, spec.support, spec.query)):
-            feats = self.features[c]
-            sup.append(feats[list(s)])
-            qry.append(feats[list(q)])
+        rows: list[int] = []           # support rows of every class, then query rows
+        ys, yq = [], []
+        for label, (c, s) in enumerate(zip(spec.classes, spec.support)):
+            rows += [self.offsets[c] + i for i in s]
             ys += [label] * len(s)
+        for label, (c, q) in enumerate(zip(spec.classes, spec.query)):
+            rows += [self.offsets[c] + i for i in q]
             yq += [label] * len(q)
-        empty = torch.zeros(0, d, device=self.device)
-        support = torch.cat(sup) if sup else empty
-        query = torch.cat(qry) if qry else empty
         as_long = dict(dtype=torch.long, device=self.device)
-        return support, torch.tensor(ys, **as_long), query, torch.tensor(yq, **as_long)
+        feats = self.flat.index_select(0, torch.tensor(rows, **as_long))  # [S+Q, d], one gather
+        n_s = len(ys)
+        return feats[:n_s], torch.tensor(ys, **as_long), feats[n_s:], torch.tensor(yq, **as_long)
 
 
 def _finetune_logits(learner: FineTune, support: Tensor, ys: Tensor, query: Tensor, n_way: int,
@@ -150,7 +157,7 @@ def evaluate_cached(model: "KGMetaModel", cache: FeatureCache, specs: Sequence["
 
     Returns the summary of :func:`kgmeta.train.evaluate_specs`; ``mistake_severity`` and
     ``accuracy_by_hops`` use ``exp`` (its graph and train classes) when given, else ``model.kg``
-    (and no ``accuracy_by_hops``). Priors come from one GNN pass for all episodes. Features are
+    (and no ``accuracy_by_hops``). Priors come from one GNN and one prior-head pass for all episodes. Features are
     computed in the backbone's dtype (no autocast), so on CUDA with ``train.amp`` the numbers are
     the fp32 ones, not the bf16 ones of ``evaluate_specs``.
     """
@@ -170,12 +177,20 @@ def evaluate_cached(model: "KGMetaModel", cache: FeatureCache, specs: Sequence["
     try:
         with torch.no_grad():
             z = model.graph_embeddings() if (model.conditioned and use_prior) else None
+            table, row_of = None, {}
+            if z is not None:  # the prior head is row-wise: one pass for every class the specs use
+                used = sorted({c for spec in specs for c in spec.classes})
+                row_of = {c: i for i, c in enumerate(used)}
+                table = model.priors([cache.class_iris[c] for c in used], z)  # mean [n, d], strength [n]
             for spec in specs:
                 support, ys, query, yq = cache.episode(spec)
                 n_way = len(spec.classes)
                 iris = [cache.class_iris[c] for c in spec.classes]
                 names = [cache.class_names[c] for c in spec.classes]
-                priors = model.priors(iris, z) if (model.conditioned and use_prior) else None
+                priors = None
+                if table is not None:
+                    rows = torch.tensor([row_of[c] for c in spec.classes], device=table.mean.device)
+                    priors = Priors(table.mean.index_select(0, rows), table.strength.index_select(0, rows))
                 if isinstance(learner, ProtoNet):
                     protos = posterior_prototypes(support, ys, n_way, priors)   # [n_way, d]
                     logits = squared_euclidean_logits(query, protos)           # [Q, n_way]

@@ -90,24 +90,31 @@ def confusion_matrix(preds: Any, labels: Any, n_classes: int | None = None) -> n
         .reshape(n_classes, n_classes).astype(np.int64)
 
 
-def per_class_accuracy(preds: Any, labels: Any, n_classes: int | None = None) -> np.ndarray:
-    """Recall of each class, float64 [n_classes]; NaN for a class with no samples."""
-    cm = confusion_matrix(preds, labels, n_classes)
+def _recall(cm: np.ndarray) -> np.ndarray:
+    """Per-class recall of a confusion matrix; NaN for a class with no samples."""
     support = cm.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
 
 
+def per_class_accuracy(preds: Any, labels: Any, n_classes: int | None = None) -> np.ndarray:
+    """Recall of each class, float64 [n_classes]; NaN for a class with no samples."""
+    return _recall(confusion_matrix(preds, labels, n_classes))
+
+
 def balanced_accuracy(preds: Any, labels: Any) -> float:
     """Mean recall over the classes present in ``labels`` (as sklearn's balanced_accuracy_score)."""
-    rec = per_class_accuracy(preds, labels)
-    return float(np.nanmean(rec))
+    return float(np.nanmean(_recall(confusion_matrix(preds, labels))))
 
 
 def macro_f1(preds: Any, labels: Any) -> float:
     """Unweighted mean F1 over the classes present in ``labels`` or predictions; a class with
     no true positive scores 0 (as sklearn's f1_score(average="macro", zero_division=0))."""
-    cm = confusion_matrix(preds, labels)
+    return _macro_f1(confusion_matrix(preds, labels))
+
+
+def _macro_f1(cm: np.ndarray) -> float:
+    """:func:`macro_f1` of a confusion matrix."""
     present = (cm.sum(0) + cm.sum(1)) > 0
     tp = np.diag(cm).astype(np.float64)
     denom = cm.sum(0) + cm.sum(1)  # 2TP + FP + FN
@@ -159,18 +166,21 @@ class EpisodeMetrics:
         p = lg.argmax(-1)
         acc = accuracy(p, y)
         self.acc.append(acc)
-        self.bal.append(balanced_accuracy(p, y))
-        self.f1.append(macro_f1(p, y))
+        # one confusion matrix for every metric; classes absent from labels and predictions change
+        # none of them (NaN recall is skipped, F1 counts present classes only)
+        cm = confusion_matrix(p, y, max(lg.shape[1], int(y.max(initial=-1)) + 1))
+        self.bal.append(float(np.nanmean(_recall(cm))))
+        self.f1.append(_macro_f1(cm))
         if lg.shape[1] == 2 and 0 < int(y.sum()) < y.size:
             self.auc.append(auroc_binary(lg[:, 1].astype(np.float64) - lg[:, 0], y))
         if class_names is not None:
             if len(class_names) != lg.shape[1]:
                 raise ValueError(f"{len(class_names)} class names for {lg.shape[1]} logit columns")
+            correct, total = np.diag(cm).tolist(), cm.sum(1).tolist()
             for c, name in enumerate(class_names):
-                m = y == c
-                if m.any():
-                    self.class_correct[name] = self.class_correct.get(name, 0) + int((p[m] == c).sum())
-                    self.class_total[name] = self.class_total.get(name, 0) + int(m.sum())
+                if total[c]:
+                    self.class_correct[name] = self.class_correct.get(name, 0) + correct[c]
+                    self.class_total[name] = self.class_total.get(name, 0) + total[c]
                     self.class_episodes[name] = self.class_episodes.get(name, 0) + 1
         return acc
 

@@ -89,3 +89,28 @@ def test_episode_metrics_summary():
     single = EpisodeMetrics()
     single.update(np.eye(3), np.arange(3))
     assert single.summary()["accuracy"] == [1.0, None] and "auroc" not in single.summary()
+
+
+def test_episode_metrics_equal_the_public_functions_per_episode():
+    """EpisodeMetrics builds one confusion matrix per episode; its numbers are those of
+    accuracy / balanced_accuracy / macro_f1 and of counting each class's queries by hand."""
+    rng = np.random.default_rng(0)
+    m = EpisodeMetrics()
+    acc, bal, f1, correct, total = [], [], [], {}, {}
+    for i in range(60):
+        n, q = int(rng.integers(2, 6)), int(rng.integers(1, 12))
+        lg, y = rng.normal(size=(q, n)), rng.integers(0, n, size=q)
+        if i % 5 == 0:
+            y[:] = n - 1                               # classes absent from the labels
+        names = [f"c{(i + j) % 7}" for j in range(n)]
+        m.update(lg, y, names)
+        p = lg.argmax(1)
+        acc.append(accuracy(p, y))
+        bal.append(balanced_accuracy(p, y))
+        f1.append(macro_f1(p, y))
+        for c, name in enumerate(names):
+            if (y == c).any():
+                correct[name] = correct.get(name, 0) + int((p[y == c] == c).sum())
+                total[name] = total.get(name, 0) + int((y == c).sum())
+    assert m.acc == acc and m.bal == bal and m.f1 == f1
+    assert m.class_correct == correct and m.class_total == total

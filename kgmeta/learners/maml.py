@@ -100,6 +100,11 @@ class MAML(Learner):
         if inner_lr <= 0 or proximal < 0:
             raise ConfigError(f"inner_lr={inner_lr} must be > 0 and proximal={proximal} >= 0")
         self.backbone = backbone
+        if not (first_order or anil) and getattr(backbone, "channels_last", False):
+            # the second-order meta-gradient runs BatchNorm's double backward, whose reductions are
+            # slower on channels-last activations than the convolutions gain (CPU: a meta-step at
+            # 64 px took 1.3x as long; benchmarks/peers.py); the features are the same either way
+            backbone.channels_last = False
         self.inner_steps = inner_steps
         self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
         self.inner_lr = inner_lr
@@ -234,11 +239,14 @@ class _BatchStatsNorm(nn.Module):
 
 
 def _functional_twin(backbone: nn.Module) -> nn.Module:
-    """A deep copy of ``backbone`` whose stateless BatchNorms are :class:`_BatchStatsNorm` (cached)."""
+    """A deep copy of ``backbone`` whose stateless BatchNorms are :class:`_BatchStatsNorm` (cached),
+    in the default memory format."""
     import copy
 
     twin = copy.deepcopy(backbone)
     for name, module in list(twin.named_modules()):
+        if getattr(module, "channels_last", False):  # vmap cannot batch a channels-last .contiguous()
+            module.channels_last = False
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.modules.batchnorm._BatchNorm):
                 setattr(module, child_name, _BatchStatsNorm(child))
