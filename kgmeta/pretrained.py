@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from kgmeta.backbones import (BACKBONES, BN_MODES, IMAGENET_MEAN, IMAGENET_STD, Backbone, PixelNormalize,
                               build_backbone)
-from kgmeta.errors import ConfigError
+from kgmeta.errors import ConfigError, reason
 
 __all__ = ["ADAPTERS", "AdaptedBackbone", "TORCHVISION_RESNETS", "build_model_backbone", "freeze",
            "load_weights", "read_state_dict", "stage_prefixes", "timm_model", "torchvision_resnet"]
@@ -80,8 +80,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise ConfigError(f"weights_path={str(path)!r} cannot be read as a state dict "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
-                          f"save one with torch.save(model.state_dict(), path)") from None
+                          f"({reason(exc)}); save one with torch.save(model.state_dict(), path)") from exc
     for _ in range(2):  # e.g. {"state_dict": {...}} or {"model": {"state_dict": ...}}
         if isinstance(state, dict):
             inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
