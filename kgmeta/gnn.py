@@ -112,7 +112,9 @@ class RelationalConv(nn.Module):
             w = (self.comp @ w.view(w.shape[0], -1)).view(self.num_relations, *w.shape[1:])
         out = x @ self.root + self.bias  # [N, out]
         for r, src, inv, uniq, deg in self._segments(edge_index, edge_type):
-            agg = x.new_zeros(uniq.numel(), x.shape[1]).index_add_(0, inv, x[src])  # [U_r, in]
+            # index_select, not x[src]: the backward of advanced indexing (index_put_ with accumulate)
+            # sums in a thread-dependent order on the CPU; index_select's (index_add_) does not
+            agg = x.new_zeros(uniq.numel(), x.shape[1]).index_add_(0, inv, x.index_select(0, src))  # [U_r, in]
             out = out.index_add(0, uniq, (agg / deg.to(x.dtype)) @ w[r])
         return out
 

@@ -133,3 +133,29 @@ def test_relational_conv_matches_pyg_rgcnconv(num_bases):
         if num_bases:
             ref.comp.copy_(ours.comp)
     torch.testing.assert_close(ours(x, ei, et), ref(x, ei, et), rtol=1e-5, atol=1e-5)
+
+
+def test_relational_conv_gradients_do_not_depend_on_thread_scheduling():
+    """Same input, same gradient, on two threads: a node that sends to many others must not
+    accumulate its gradient in a thread-dependent order (it did with ``x[src]``)."""
+    from kgmeta.gnn import RelationalConv
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        n, e = 2000, 20000
+        x = torch.randn(n, 64, generator=g)
+        ei = torch.randint(n, (2, e), generator=g)
+        et = torch.randint(3, (e,), generator=g)
+        conv = RelationalConv(64, 64, 3, num_bases=2)
+
+        def grad() -> torch.Tensor:
+            xx = x.clone().requires_grad_(True)
+            conv(xx, ei, et).square().sum().backward()
+            return xx.grad
+
+        first = grad()
+        assert all(torch.equal(first, grad()) for _ in range(5))
+    finally:
+        torch.set_num_threads(previous)
