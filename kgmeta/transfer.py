@@ -189,9 +189,10 @@ def evaluate_data(run: str | os.PathLike, data: Sequence[str | os.PathLike], *, 
     added = extend_graph(exp, onto)
     iris = list(dataset.class_iris)
     roles = class_roles(exp, iris, added, run_classes)
-    order = {iri: i for i, iri in enumerate(run_classes["train"] + run_classes["val"] + run_classes["test"])}
+    order = {iri: i for i, iri in enumerate(run_classes["train"] + run_classes["val"] + run_classes["test"])
+             if iri is not None}
     chosen = [c for c, role in enumerate(roles) if include_train_classes or role != "meta-train"]
-    chosen.sort(key=lambda c: (0, order[iris[c]]) if iris[c] in order else (1, c))
+    chosen.sort(key=lambda c: (0, order[iris[c]]) if iris[c] is not None and iris[c] in order else (1, c))
     if len(chosen) < 2:
         left = [dataset.class_names[c] for c, r in enumerate(roles) if r == "meta-train"]
         raise DataError(f"only {len(chosen)} class(es) of the data to evaluate"

@@ -292,3 +292,18 @@ def test_a_damaged_graph_file_is_one_line_error(world: dict, tmp_path: Path) -> 
         load_run(run)
     (run / "graph.pt").unlink()  # an older run without one: rebuilt from the ontology files
     assert load_run(run).kg.num_nodes == load_run(world["run"]).kg.num_nodes
+
+
+def test_an_unconditioned_run_evaluates_classes_without_a_node(world: dict, tmp_path: Path) -> None:
+    cfg = load_config(SMOKE, [f"ontology.paths=[{world['train']}]", "model.conditioning=none",
+                              "train.steps=2", "train.val_every=2", "episodes.eval_shots=[1]",
+                              "data.images_per_class=20"])
+    fit(cfg, out=tmp_path / "plain", quiet=True, evaluate=False)
+    data = tmp_path / "data"
+    shutil.copytree(world["own"] / "femur_opacity_medium", data / "femur_opacity_medium")
+    shutil.copytree(world["own"] / "liver_cluster_small", data / "no_such_disease")
+    result = evaluate_data(tmp_path / "plain", [data], shots=[1], episodes=3)
+    assert result["with_prior"] is None
+    assert {c["name"]: c["role"] for c in result["classes"]} == {"femur_opacity_medium": "test",
+                                                                  "no_such_disease": "unseen"}
+    assert result["without_prior"]["1shot"]["accuracy"][0] > 0
