@@ -220,6 +220,7 @@ def evaluate_data(run: str | os.PathLike, data: Sequence[str | os.PathLike], *, 
                       "images": int(dataset.count(c)), "hops_to_train": hops, "evaluated": c in chosen})
     out = _new_eval_dir(run_dir, "data")
     results.update({
+        "split": "data",  # the table reads "data classes, N-way, ..."
         "classes": table, "added_nodes": [onto.curie(i) for i in added], "bn_mode": cfg.model.bn_mode,
         "request": {"run": str(run_dir), "data": [str(r) for r in data], "kind": kind,
                     "classes": str(classes) if classes is not None else None,
