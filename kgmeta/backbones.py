@@ -34,7 +34,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from kgmeta.errors import ConfigError, DataError, reason
+from kgmeta.errors import ConfigError, DataError
 
 __all__ = [
     "BACKBONES",
@@ -232,50 +232,6 @@ class _ResNet18Body(nn.Module):
         return self.head(self.trunk(x))
 
 
-def _load_resnet18_weights(trunk: nn.Module, weights_path: str | Path, bn_mode: str) -> None:
-    """Load a local torchvision ResNet-18 state dict (``torch.load(..., weights_only=True)``)."""
-    path = Path(weights_path)
-    if not path.is_file():
-        raise ConfigError(f"weights_path={str(path)!r} does not exist; give a local ResNet-18 state dict "
-                          f"file (kgmeta never downloads weights)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ConfigError(f"weights_path={str(path)!r} cannot be read as a state dict "
-                          f"({reason(exc)}); save one with torch.save(model.state_dict(), path)"
-                          ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ConfigError(f"weights_path={str(path)!r} holds a {type(state).__name__}, not a state dict; "
-                          f"save one with torch.save(model.state_dict(), path)")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # fc is replaced by identity
-    if bn_mode == "transductive":  # BN keeps no running statistics in this mode
-        state = {k: v for k, v in state.items()
-                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-    expected = trunk.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        more_m = "..." if len(missing) > 5 else ""
-        more_u = "..." if len(unexpected) > 5 else ""
-        raise ConfigError(f"weights_path={str(path)!r} does not match torchvision resnet18: "
-                          f"missing keys {missing[:5]}{more_m}, unexpected keys {unexpected[:5]}{more_u}; "
-                          f"give a resnet18 state dict")
-    conv1 = "conv1.weight"
-    if state[conv1].shape[1] != expected[conv1].shape[1] and state[conv1].shape[1] == 3:
-        # 3-channel pretrained stem for a C-channel input: spread the summed RGB filter over the C
-        # channels, so an image with equal channels gives the response of its grey RGB version.
-        channels = expected[conv1].shape[1]
-        state[conv1] = state[conv1].sum(1, keepdim=True).repeat(1, channels, 1, 1) / channels
-    bad = [f"{k} {list(v.shape)} != {list(expected[k].shape)}" for k, v in state.items()
-           if v.shape != expected[k].shape]
-    if bad:
-        raise ConfigError(f"weights_path={str(path)!r} has wrong tensor shapes: {bad[:3]}; "
-                          f"give a resnet18 state dict")
-    trunk.load_state_dict(state)
-
-
 def resnet18(in_channels: int = 3, image_size: int = 224, *, weights_path: str | Path | None = None,
              head_dim: int | None = None, bn_mode: str = "transductive",
              mean: float | Sequence[float] | None = None,
@@ -299,7 +255,9 @@ def resnet18(in_channels: int = 3, image_size: int = 224, *, weights_path: str |
     if in_channels != 3:
         trunk.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     if weights_path is not None:
-        _load_resnet18_weights(trunk, weights_path, bn_mode)
+        from kgmeta.pretrained import load_weights  # late: pretrained builds on this module
+
+        load_weights(trunk, weights_path, "torchvision resnet18")
     head = None
     out_dim = 512
     if head_dim is not None:
