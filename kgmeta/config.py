@@ -169,8 +169,9 @@ class DataConfig(_Section):
     classes: str | None = _opt(
         None,
         "class mapping file (TSV/CSV/YAML: class name, ontology id or label, optional parent "
-        "ids) linking dataset classes to ontology nodes; null: resolve class names through "
-        "the ontology's labels and synonyms",
+        "ids) linking dataset classes to ontology nodes, or `builtin:medmnist_<flag>` (a "
+        "shipped MedMNIST map); null: resolve class names through the ontology's labels and "
+        "synonyms",
         min_len=1)
     image_size: int = _opt(32, "side H = W of the images given to the backbone", ge=8, le=1024)
     channels: int = _opt(3, "image channels: 1 (grey) or 3 (RGB)", choices=(1, 3))

@@ -324,16 +324,17 @@ def _all_classes(cfg: "RunConfig", ontology=None) -> tuple[list[str], list[str |
         names = list(ds.class_names)
     else:
         from kgmeta.datasets import NpzDataset
-        from kgmeta.train import mapping_class_names  # the class-name order train.build uses
+        from kgmeta.train import class_map_path, mapping_class_names  # the order train.build uses
 
-        names = mapping_class_names(d.classes) if d.classes else list(NpzDataset(d.roots[0], split="all").class_names)
+        names = mapping_class_names(class_map_path(d.classes)) if d.classes else list(NpzDataset(d.roots[0], split="all").class_names)
         which = [0] * len(names)
     iris: list[str | None] = [None] * len(names)
     if ontology is not None:
         if d.classes:
             from kgmeta.ontology import load_class_mapping
+            from kgmeta.train import class_map_path
 
-            ontology, mapping = load_class_mapping(d.classes, ontology)
+            ontology, mapping = load_class_mapping(class_map_path(d.classes), ontology)
             iris = [mapping.get(n) for n in names]
         else:
             rep = ontology.resolve_many(names)

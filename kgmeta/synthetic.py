@@ -850,7 +850,8 @@ def render(source, iri=None, n=None, seed=None, *, size: int = 64,
 # ----------------------------------------------------------------------------- shipped ontology
 
 def shipped_ontology_path() -> Path:
-    """$KGMETA_ONTOLOGY if set, else <repo>/ontologies/kgmeta-medical.ttl next to the package."""
+    """$KGMETA_ONTOLOGY if set, else the shipped ``kgmeta-medical.ttl`` (package data, see
+    :mod:`kgmeta.resources`)."""
     env = os.environ.get("KGMETA_ONTOLOGY")
     if env:
         p = Path(env).expanduser()
@@ -858,10 +859,12 @@ def shipped_ontology_path() -> Path:
             raise OntologyError(f"KGMETA_ONTOLOGY={env} is not a file; point it at an ontology "
                                 f"file or unset it")
         return p
-    p = Path(__file__).resolve().parents[1] / "ontologies" / "kgmeta-medical.ttl"
+    from kgmeta.resources import SHIPPED_ONTOLOGY, shipped_dir
+
+    p = shipped_dir() / SHIPPED_ONTOLOGY
     if not p.is_file():
-        raise OntologyError(f"shipped ontology not found at {p} (installed package without the "
-                            f"repository?); set KGMETA_ONTOLOGY=/path/to/kgmeta-medical.ttl or "
+        raise OntologyError(f"shipped ontology not found at {p} (a kgmeta package built without its "
+                            f"package data?); set KGMETA_ONTOLOGY=/path/to/kgmeta-medical.ttl or "
                             f"pass an ontology")
     return p
 

@@ -194,6 +194,19 @@ def ontology_paths(paths: Sequence[str]) -> list[Path | str]:
     return out
 
 
+def class_map_path(path: str) -> str:
+    """``data.classes`` with ``builtin:NAME`` expanded to the shipped class map ``NAME`` (e.g.
+    ``builtin:medmnist_pathmnist``, package data of :mod:`kgmeta.resources`); a file path as given."""
+    if not path.startswith("builtin:"):
+        return path
+    from kgmeta.resources import shipped_mapping
+
+    try:
+        return str(shipped_mapping(path[len("builtin:"):]))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"data.classes={path!r}: {exc}; write builtin:<name> or give a file path") from None
+
+
 @dataclass
 class Experiment:
     """Everything a run needs, built from a config by :func:`build`.
@@ -270,17 +283,18 @@ def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
     from kgmeta.ontology import load_class_mapping
 
     mapping: dict[str, str] = {}
-    if d.classes:
-        ontology, mapping = load_class_mapping(d.classes, ontology)
+    classes = class_map_path(d.classes) if d.classes else None
+    if classes:
+        ontology, mapping = load_class_mapping(classes, ontology)
     if d.kind == "folders":
         dataset = ImageFolderDataset(list(d.roots), size=d.image_size, channels=d.channels,
                                      memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
     else:  # npz
-        names = mapping_class_names(d.classes) if d.classes else None
+        names = mapping_class_names(classes) if classes else None
         dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
                              class_names=names, class_iris=[mapping.get(n) for n in names] if names else None,
                              memory_cap_mb=d.memory_cap_mb)
-    if not d.classes:  # no class map: resolve folder/class names through labels and synonyms
+    if not classes:  # no class map: resolve folder/class names through labels and synonyms
         names = list(dataset.class_names)
         report = ontology.resolve_many(names)
         dataset.class_iris = [report.matches.get(n) for n in names]

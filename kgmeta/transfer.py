@@ -304,7 +304,8 @@ def adapt(run: str | os.PathLike, data: Sequence[str | os.PathLike], *, out: str
                         f"at least 2 (hold fewer out with --val-classes/--test-classes)")
     paths = tuple(cfg.ontology.paths) + tuple(str(Path(p).resolve()) for p in ontology)
     d = dataclasses.replace(d, roots=tuple(str(Path(r).resolve()) for r in d.roots),
-                            classes=str(Path(d.classes).resolve()) if d.classes else None,
+                            classes=(str(Path(d.classes).resolve()) if d.classes and not d.classes.startswith("builtin:")
+                                     else d.classes),
                             train_classes=tuple(train), val_classes=tuple(val_classes),
                             test_classes=tuple(test_classes))
     way = min(cfg.episodes.n_way, len(train))
