@@ -131,7 +131,7 @@ class _null:
 
 def bench_eval(c: dict, device: torch.device, seed: int) -> dict:
     from kgmeta.config import load_config
-    from kgmeta.features_cache import FeatureCache, evaluate_cached
+    from kgmeta.features_cache import FeatureCache
     from kgmeta.train import build, eval_specs, evaluate_specs
 
     overrides = ["model.learner=protonet", "model.conditioning=kg", "episodes.n_way=5", "episodes.q_query=15",
@@ -151,7 +151,7 @@ def bench_eval(c: dict, device: torch.device, seed: int) -> dict:
     sync(device)
     pass_s = time.perf_counter() - t
     t = time.perf_counter()
-    cached = evaluate_cached(exp.model, cache, specs, exp=exp)
+    cached = evaluate_specs(exp, specs, cache=cache)
     sync(device)
     score_s = time.perf_counter() - t
     n_unc = min(c["eval_uncached_episodes"], len(specs))
@@ -160,7 +160,7 @@ def bench_eval(c: dict, device: torch.device, seed: int) -> dict:
     uncached = evaluate_specs(exp, sub, cache=False)   # cache=False: this backbone would be cached
     sync(device)
     uncached_s = time.perf_counter() - t
-    cached_sub = evaluate_cached(exp.model, cache, sub, exp=exp)
+    cached_sub = evaluate_specs(exp, sub, cache=cache)
     same = cached_sub["accuracy"] == uncached["accuracy"]
     cached_s = pass_s + score_s
     per_ep = uncached_s / n_unc * len(specs)

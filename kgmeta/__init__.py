@@ -12,7 +12,7 @@ load neither torch nor PyG, so ``kgmeta --help``, ``--version`` and ``kgmeta con
 
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -37,11 +37,51 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["KGMetaModel", "PriorHead"], "kgmeta.model"),
     **dict.fromkeys(["Ontology", "load_class_mapping", "load_ontology"], "kgmeta.ontology"),
     **dict.fromkeys(["SyntheticDataset", "benchmark_classes", "render"], "kgmeta.synthetic"),
-    **dict.fromkeys(["Experiment", "build", "load_run"], "kgmeta.train"),
+    **dict.fromkeys(["Experiment", "build", "load_run"], "kgmeta.experiment"),
     **dict.fromkeys(["adapt", "evaluate_data"], "kgmeta.transfer"),
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def _module(name: str) -> ModuleType:
+    """The submodule ``kgmeta.<name>`` of the export table, by static imports only (no module name
+    from data ever reaches an import)."""
+    if name == "api":
+        from kgmeta import api as module
+    elif name == "backbones":
+        from kgmeta import backbones as module
+    elif name == "conditioning":
+        from kgmeta import conditioning as module
+    elif name == "config":
+        from kgmeta import config as module
+    elif name == "datasets":
+        from kgmeta import datasets as module
+    elif name == "episodes":
+        from kgmeta import episodes as module
+    elif name == "errors":
+        from kgmeta import errors as module
+    elif name == "experiment":
+        from kgmeta import experiment as module
+    elif name == "gnn":
+        from kgmeta import gnn as module
+    elif name == "graph":
+        from kgmeta import graph as module
+    elif name == "learners":
+        from kgmeta import learners as module
+    elif name == "metrics":
+        from kgmeta import metrics as module
+    elif name == "model":
+        from kgmeta import model as module
+    elif name == "ontology":
+        from kgmeta import ontology as module
+    elif name == "synthetic":
+        from kgmeta import synthetic as module
+    elif name == "transfer":
+        from kgmeta import transfer as module
+    else:
+        raise AttributeError(f"module 'kgmeta' has no submodule {name!r} to export from")
+    return module
 
 
 def __getattr__(name: str) -> Any:
@@ -49,7 +89,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'kgmeta' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_module(module.removeprefix("kgmeta.")), name)
     globals()[name] = value
     return value
 
@@ -74,5 +114,5 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from kgmeta.model import KGMetaModel, PriorHead  # noqa: F401
     from kgmeta.ontology import Ontology, load_class_mapping, load_ontology  # noqa: F401
     from kgmeta.synthetic import SyntheticDataset, benchmark_classes, render  # noqa: F401
-    from kgmeta.train import Experiment, build, load_run  # noqa: F401
+    from kgmeta.experiment import Experiment, build, load_run  # noqa: F401
     from kgmeta.transfer import adapt, evaluate_data  # noqa: F401

@@ -255,7 +255,7 @@ def resnet18(in_channels: int = 3, image_size: int = 224, *, weights_path: str |
     if in_channels != 3:
         trunk.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     if weights_path is not None:
-        from kgmeta.pretrained import load_weights  # late: pretrained builds on this module
+        from kgmeta.weights import load_weights
 
         load_weights(trunk, weights_path, "torchvision resnet18")
     head = None

@@ -76,7 +76,9 @@ def posterior_prototypes(support_feats: Tensor, support_labels: Tensor, n_way: i
         empty = torch.nonzero(denom <= 0).flatten().tolist()
         raise DataError(f"classes {empty} have no support images and prior strength 0; give them shots "
                         f"or a positive prior strength")
-    return (tau.unsqueeze(1) * priors.mean + sums) / denom.unsqueeze(1)
+    protos = (tau.unsqueeze(1) * priors.mean + sums) / denom.unsqueeze(1)        # [n_way, d]
+    # a class without shots is exactly its prior mean (not tau m / tau, which rounds)
+    return torch.where((counts == 0).unsqueeze(1), priors.mean.to(protos.dtype), protos)
 
 
 def head_init_from_priors(priors: Priors, scale: float = 1.0) -> tuple[Tensor, Tensor]:

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -1026,31 +1025,15 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def dump_config(cfg: RunConfig, path: str | os.PathLike[str]) -> Path:
-    """Write the resolved config as YAML, atomically (temp file + os.replace); returns the path.
+    """Write the resolved config as YAML, atomically (:func:`kgmeta.runs.atomic_write`); returns the path.
     ``load_config`` of the written file gives back an equal config."""
+    from kgmeta.runs import atomic_write  # late: runs imports torch, the config alone does not
+
     path = Path(path)
     text = ("# kgmeta resolved config; load with kgmeta.config.load_config\n"
             + yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None,
                              allow_unicode=True))
-    tmp_name = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
-                                         prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False) as tmp:
-            tmp_name = tmp.name
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot write the config ({e.strerror}); check that the "
-                          f"folder is writable and the disk is not full") from None
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), error=ConfigError)
 
 
 # --------------------------------------------------------------------------- comparing

@@ -421,8 +421,9 @@ def dicom_to_uint8(ds: Any, window: str = "auto") -> np.ndarray:
         + float(getattr(ds, "RescaleIntercept", 0) or 0)
     center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
     if window == "auto" and center is not None and width is not None:
-        first = (lambda v: float(v[0]) if isinstance(v, (list, tuple)) or
-                 type(v).__name__ == "MultiValue" else float(v))
+        def first(v: Any) -> float:  # a DICOM value or the first of a multi-value
+            return float(v[0]) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else float(v)
+
         c, w = first(center), max(first(width), 1.0)
         lo, hi = c - w / 2.0, c + w / 2.0
     else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
@@ -242,24 +241,14 @@ def episode_list(sampler: EpisodeSampler, n: int, *, seed: int | None = None) ->
 
 def save_episodes(path: str | os.PathLike, specs: Sequence[EpisodeSpec], *,
                   meta: Mapping[str, Any] | None = None) -> None:
-    """Write ``specs`` as JSON atomically (temporary file in the same folder, then rename)."""
+    """Write ``specs`` as JSON atomically (:func:`kgmeta.runs.atomic_write`)."""
     p = Path(path)
     doc = {"format": _FORMAT, "version": _VERSION, "meta": dict(meta or {}),
            "episodes": [s.to_dict() for s in specs]}
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from kgmeta.runs import atomic_write
+
+    text = json.dumps(doc, separators=(",", ":"))
+    atomic_write(p, lambda tmp: tmp.write_text(text, encoding="utf-8"), error=DataError)
 
 
 def load_episodes(path: str | os.PathLike) -> list[EpisodeSpec]:

@@ -28,7 +28,7 @@ from kgmeta.errors import ConfigError, OntologyError
 
 if TYPE_CHECKING:
     from kgmeta.graph import KnowledgeGraph
-    from kgmeta.train import Experiment
+    from kgmeta.experiment import Experiment
 
 __all__ = ["explain_class", "format_explanation", "resolve_class"]
 

@@ -1,40 +1,36 @@
-"""Frozen-backbone evaluation from features computed once per image.
+"""Features computed once per image: a source of episode features for a frozen backbone.
 
 Evaluating a ProtoNet or the fine-tune baseline on 1,000 episodes embeds each test image many
 times (every episode that draws it). When the backbone is frozen and its features do not depend on
 the batch (BatchNorm with running statistics in eval mode, or no BatchNorm), a
 :class:`FeatureCache` embeds every image of the evaluated classes once, and
-:func:`evaluate_cached` scores saved episode specs from the cached rows, with the GNN run once for
-the priors. The result equals :func:`kgmeta.train.evaluate_specs` (same predictions per episode).
+:func:`cached_episode` gives an episode's features from the cached rows. The evaluator
+(:func:`kgmeta.evaluation.evaluate_specs`) reads them in place of images, with the same predictions
+per episode.
 
 With ``bn_mode="transductive"`` a feature depends on the other images of its batch (the episode's
 support or query set), so cached features would change the numbers: that is a ConfigError.
-MAML-family learners adapt the backbone per episode and cannot be cached.
+Learners that adapt the backbone per episode (``Learner.adapts_backbone``: MAML, Reptile) cannot
+be cached.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kgmeta.conditioning import Priors, posterior_prototypes
+from kgmeta.episodes import Episode
 from kgmeta.errors import ConfigError, DataError
-from kgmeta.learners.finetune import FineTune
-from kgmeta.learners.maml import initial_head
-from kgmeta.learners.protonet import ProtoNet, squared_euclidean_logits
-from kgmeta.metrics import EpisodeMetrics
 
 if TYPE_CHECKING:
     from kgmeta.datasets import ImageClassDataset
     from kgmeta.episodes import EpisodeSpec
     from kgmeta.model import KGMetaModel
-    from kgmeta.train import Experiment
 
-__all__ = ["FeatureCache", "cacheable", "check_cacheable", "evaluate_cached"]
+__all__ = ["FeatureCache", "cacheable", "cached_episode", "check_cacheable"]
 
 
 def check_cacheable(backbone: nn.Module) -> None:
@@ -44,13 +40,13 @@ def check_cacheable(backbone: nn.Module) -> None:
             raise ConfigError(f"cannot cache features: BatchNorm {name!r} normalises with the statistics "
                               f"of each batch (bn_mode='transductive'), so an image's feature depends on "
                               f"the episode it is in; build the backbone with bn_mode='running' or "
-                              f"evaluate with kgmeta.train.evaluate_specs")
+                              f"evaluate without a cache (kgmeta.evaluation.evaluate_specs cache=False)")
 
 
 def cacheable(model: "KGMetaModel") -> bool:
-    """Whether :func:`evaluate_cached` applies: a ProtoNet or fine-tune learner whose backbone's
-    features do not depend on the batch."""
-    if not isinstance(model.learner, (ProtoNet, FineTune)):
+    """Whether cached features can stand for ``model``'s: a learner that does not adapt its
+    backbone per episode, over a backbone whose features do not depend on the batch."""
+    if model.learner.adapts_backbone:
         return False
     try:
         check_cacheable(model.backbone)
@@ -128,83 +124,11 @@ class FeatureCache:
         return feats[:n_s], torch.tensor(ys, **as_long), feats[n_s:], torch.tensor(yq, **as_long)
 
 
-def _finetune_logits(learner: FineTune, support: Tensor, ys: Tensor, query: Tensor, n_way: int,
-                     priors) -> Tensor:
-    """:meth:`FineTune.loss` on features: the same head init and Adam steps."""
-    if learner.head == "cosine":
-        weight = posterior_prototypes(support, ys, n_way, priors)
-        bias = query.new_zeros(n_way)
-    else:
-        weight, bias = initial_head(n_way, query, priors, learner.prior_scale)
-    weight = weight.detach().clone().requires_grad_()
-    bias = bias.detach().clone().requires_grad_()
-    if support.shape[0] and learner.steps:
-        params = [weight] if learner.head == "cosine" else [weight, bias]
-        optimizer = torch.optim.Adam(params, lr=learner.lr, weight_decay=learner.weight_decay)
-        with torch.enable_grad():
-            for _ in range(learner.steps):
-                optimizer.zero_grad(set_to_none=True)
-                fit = F.cross_entropy(learner._logits(support, weight, bias), ys)
-                fit.backward()
-                optimizer.step()
-    with torch.no_grad():
-        return learner._logits(query, weight, bias)  # [Q, n_way]
-
-
-def evaluate_cached(model: "KGMetaModel", cache: FeatureCache, specs: Sequence["EpisodeSpec"], *,
-                    use_prior: bool = True, exp: "Experiment | None" = None) -> dict[str, Any]:
-    """Evaluate a ProtoNet or fine-tune ``model`` on ``specs`` from cached features.
-
-    Returns the summary of :func:`kgmeta.train.evaluate_specs`; ``mistake_severity`` and
-    ``accuracy_by_hops`` use ``exp`` (its graph and train classes) when given, else ``model.kg``
-    (and no ``accuracy_by_hops``). Priors come from one GNN and one prior-head pass for all episodes. Features are
-    computed in the backbone's dtype (no autocast), so on CUDA with ``train.amp`` the numbers are
-    the fp32 ones, not the bf16 ones of ``evaluate_specs``.
-    """
-    learner = model.learner
-    if not isinstance(learner, (ProtoNet, FineTune)):
-        raise ConfigError(f"evaluate_cached supports protonet and finetune learners; "
-                          f"{type(learner).__name__} adapts its backbone per episode, use "
-                          f"kgmeta.train.evaluate_specs")
-    check_cacheable(model.backbone)
-    kg = exp.kg if exp is not None else model.kg
-    from kgmeta.train import MistakeSeverity, accuracy_by_hops  # late: train imports much of the package
-
-    metrics = EpisodeMetrics()
-    severity = MistakeSeverity(kg)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            z = model.graph_embeddings() if (model.conditioned and use_prior) else None
-            table, row_of = None, {}
-            if z is not None:  # the prior head is row-wise: one pass for every class the specs use
-                used = sorted({c for spec in specs for c in spec.classes})
-                row_of = {c: i for i, c in enumerate(used)}
-                table = model.priors([cache.class_iris[c] for c in used], z)  # mean [n, d], strength [n]
-            for spec in specs:
-                support, ys, query, yq = cache.episode(spec)
-                n_way = len(spec.classes)
-                iris = [cache.class_iris[c] for c in spec.classes]
-                names = [cache.class_names[c] for c in spec.classes]
-                priors = None
-                if table is not None:
-                    rows = torch.tensor([row_of[c] for c in spec.classes], device=table.mean.device)
-                    priors = Priors(table.mean.index_select(0, rows), table.strength.index_select(0, rows))
-                if isinstance(learner, ProtoNet):
-                    protos = posterior_prototypes(support, ys, n_way, priors)   # [n_way, d]
-                    logits = squared_euclidean_logits(query, protos)           # [Q, n_way]
-                else:
-                    logits = _finetune_logits(learner, support, ys, query, n_way, priors)
-                logits = logits.float()
-                metrics.update(logits, yq, names)
-                severity.update(logits, yq, iris)
-    finally:
-        model.train(was_training)
-    summary = metrics.summary()
-    summary["mistake_severity"] = severity.mean()
-    if exp is not None:
-        summary["accuracy_by_hops"] = accuracy_by_hops(exp, summary["per_class"])
-    else:
-        summary["accuracy_by_hops"] = None
-    return summary
+def cached_episode(cache: FeatureCache, spec: "EpisodeSpec") -> Episode:
+    """The :class:`~kgmeta.episodes.Episode` of ``spec`` with cached features ``[S, d]`` / ``[Q, d]``
+    in place of images (a learner's ``feats``, or a frozen trunk's output under
+    ``backbone.features_as_input()``)."""
+    support, ys, query, yq = cache.episode(spec)
+    shots = torch.tensor([len(s) for s in spec.support], dtype=torch.long, device=support.device)
+    return Episode(support, ys, query, yq, [cache.class_names[c] for c in spec.classes],
+                   [cache.class_iris[c] for c in spec.classes], shots)

@@ -208,7 +208,57 @@ class EpisodeMetrics:
         return out
 
 
+class MistakeSeverity:
+    """Mean ontology hop distance between the predicted and the true class over wrong
+    predictions (episodes whose classes are all graph nodes); pair distances are cached."""
+
+    def __init__(self, kg: Any) -> None:
+        self.kg = kg
+        self.pair_hops: dict[tuple[str, str], float] = {}
+        self.wrong_hops: list[float] = []
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, iris: Sequence[str | None]) -> None:
+        """Add one episode: ``logits [Q, n_way]``, ``labels [Q]``, class IRIs in episode order."""
+        kg = self.kg
+        if kg is None or not all(i in kg.index for i in iris):
+            return
+        for p, t in zip(logits.argmax(1).tolist(), labels.tolist()):
+            if p != t:
+                key = (iris[p], iris[t])
+                if key not in self.pair_hops:
+                    self.pair_hops[key] = float(kg.hop_distance(*key))
+                self.wrong_hops.append(self.pair_hops[key])
+
+    def mean(self) -> float | None:
+        """Mean over finite distances, None without any."""
+        finite = [h for h in self.wrong_hops if math.isfinite(h)]
+        return sum(finite) / len(finite) if finite else None
+
+
+def accuracy_by_hops(exp: Any, per_class: dict[str, Any]) -> dict[str, float] | None:
+    """Mean per-class accuracy grouped by each class's hop distance in ``exp.kg`` to the nearest
+    meta-train class (``"disconnected"`` when none is reachable); None without train classes in
+    the graph. ``exp``: an :class:`~kgmeta.experiment.Experiment` (its graph, train classes and
+    dataset class names); ``per_class``: the ``per_class`` entry of a metrics summary."""
+    kg = exp.kg
+    train_iris = [i for i in exp.class_iris("train") if i in kg.index]
+    if not train_iris:
+        return None
+    train_rows = kg.rows(train_iris).numpy()
+    name_to_iri = dict(zip(exp.dataset.class_names, exp.dataset.class_iris))
+    groups: dict[str, list[float]] = {}
+    for name, stats in per_class.items():
+        iri = name_to_iri.get(name)
+        if iri is None or iri not in kg.index:
+            continue
+        hops = float(kg.hop_distances(iri)[train_rows].min())
+        key = str(int(hops)) if math.isfinite(hops) else "disconnected"
+        groups.setdefault(key, []).append(stats["accuracy"])
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
 __all__ = [
+    "MistakeSeverity", "accuracy_by_hops",
     "mean_ci95", "t_quantile_975", "accuracy", "balanced_accuracy", "macro_f1", "auroc_binary",
     "per_class_accuracy", "confusion_matrix", "EpisodeMetrics",
 ]

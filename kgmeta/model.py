@@ -24,8 +24,6 @@ from torch import Tensor, nn
 from kgmeta.conditioning import Priors
 from kgmeta.episodes import Episode
 from kgmeta.errors import DataError
-from kgmeta.learners.maml import MAML
-from kgmeta.learners.protonet import ProtoNet
 
 if TYPE_CHECKING:
     from kgmeta.gnn import GraphEncoder
@@ -65,8 +63,8 @@ def prior_only(loss: Tensor, priors: Sequence[Priors]) -> Tensor:
     GNN and prior head), with the exact value of ``d loss / d priors`` there; its value is ``loss``.
 
     ``loss`` may depend on the backbone too (a MAML inner loop started from the priors); the
-    backbone gets no gradient from the surrogate. ProtoNet does the same more cheaply by detaching
-    its features (:meth:`kgmeta.learners.protonet.ProtoNet.losses`).
+    backbone gets no gradient from the surrogate. A learner that does not adapt its backbone gets
+    the same more cheaply: its losses with priors see detached features (:meth:`KGMetaModel.episode_loss`).
     """
     tensors = [t for p in priors for t in (p.mean, p.strength) if t.requires_grad]
     if not tensors:
@@ -181,44 +179,80 @@ class KGMetaModel(nn.Module):
             z = self.graph_embeddings()
         return self.prior_head(z[self.rows(iris).to(z.device)])   # mean [n_way, d], strength [n_way]
 
-    def episode_loss(self, episode: "Episode", z: Tensor | None = None,
-                     use_prior: bool = True) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def episode_loss(self, episode: "Episode", z: Tensor | None = None, use_prior: bool = True, *,
+                     feats: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Loss, query logits ``[Q, n_way]`` and the loss's parts for one episode.
 
         Args:
             episode: the episode, already on the model's device.
             z: graph embeddings computed once for the meta-batch (computed here when None).
             use_prior: False evaluates a conditioned model without its prior (ablation at test).
+            feats: the learner's :meth:`~kgmeta.learners.base.Learner.embed` of the episode
+                ``[S+Q, d]`` (e.g. from a feature cache); only for learners that do not adapt
+                their backbone per episode.
         """
         priors = self.priors(episode.class_iris, z) if (self.conditioned and use_prior) else None
+        parts, logits = self._episode_parts(episode, priors, feats)
+        return self._combine(parts), logits, {k: v.detach() for k, v in parts.items()}
+
+    def _episode_parts(self, episode: "Episode", priors: Priors | None, feats: Tensor | None = None,
+                       batched: tuple | None = None,
+                       ) -> tuple[dict[str, Tensor], Tensor]:
+        """The losses of one episode by name, and its query logits; the prior's training policy.
+
+        ``episode``: the loss with priors (when any); ``plain``: without them (``decouple``:
+        the only loss that trains the backbone); ``zero_shot``: the queries against the priors
+        alone; ``align``. Under ``decouple`` the losses with priors train the GNN and prior head
+        only: a learner that does not adapt its backbone sees detached features there, another
+        one's losses go through :func:`prior_only`. ``batched``: the episode's loss with priors
+        zero-shot loss and loss without priors already computed by the learner's
+        :meth:`~kgmeta.learners.base.Learner.batch_loss` (MAML's vmap).
+        """
+        learner = self.learner
         split = priors is not None and self.training and self.decouple
         has_shots = episode.support_images.shape[0] > 0
         want_zero = priors is not None and self.training and self.zero_shot_weight > 0 and has_shots
-        feats = None
-        if isinstance(self.learner, ProtoNet):  # every loss, alignment included, from one backbone pass
-            feats = self.learner.embed(episode)                                  # [S+Q, d]
-            loss, plain, zero, logits = self.learner.losses(episode, priors, plain=split and has_shots,
-                                                            detach_prior=split, zero_shot=want_zero,
-                                                            feats=feats)
+        parts: dict[str, Tensor] = {}
+        if not learner.adapts_backbone:  # every loss, alignment included, from one backbone pass
+            feats = learner.embed(episode) if feats is None else feats            # [S+Q, d]
+            held = feats.detach() if split else feats
+            loss, logits = learner.loss(episode, priors, feats=held)
+            zero = (learner.loss(_without_shots(episode), priors, feats=held[episode.support_images.shape[0]:])[0]
+                    if want_zero else None)
+            plain = learner.loss(episode, None, feats=feats)[0] if split and has_shots else None
         else:
-            loss, logits = self.learner.loss(episode, priors)
-            zero = self.learner.loss(_without_shots(episode), priors)[0] if want_zero else None
+            if feats is not None:
+                raise TypeError(f"{type(learner).__name__} adapts its backbone per episode; pass images, "
+                                f"not feats")
+            if batched is not None:
+                (loss, logits), zero, plain = batched
+            else:
+                loss, logits = learner.loss(episode, priors)
+                zero = learner.loss(_without_shots(episode), priors)[0] if want_zero else None
+                plain = learner.loss(episode, None)[0] if split and has_shots else None
             if split:
                 loss = prior_only(loss, [priors])
                 zero = None if zero is None else prior_only(zero, [priors])
-            plain = self.learner.loss(episode, None)[0] if split and has_shots else None
-        parts = {"episode": loss.detach()}
+        parts["episode"] = loss
         if plain is not None:
-            loss = loss + plain
-            parts["plain"] = plain.detach()
+            parts["plain"] = plain
         if zero is not None:
-            loss = loss + self.zero_shot_weight * zero
-            parts["zero_shot"] = zero.detach()
+            parts["zero_shot"] = zero
         align = self.align_loss(episode, priors, feats)
         if align is not None:
-            loss = loss + self.align_weight * align
-            parts["align"] = align.detach()
-        return loss, logits, parts
+            parts["align"] = align
+        return parts, logits
+
+    def _combine(self, parts: dict[str, Tensor]) -> Tensor:
+        """The one training loss of an episode from its parts (:meth:`_episode_parts`)."""
+        loss = parts["episode"]
+        if "plain" in parts:
+            loss = loss + parts["plain"]
+        if "zero_shot" in parts:
+            loss = loss + self.zero_shot_weight * parts["zero_shot"]
+        if "align" in parts:
+            loss = loss + self.align_weight * parts["align"]
+        return loss
 
     def align_loss(self, episode: "Episode", priors: Priors | None,
                    feats: Tensor | None = None) -> Tensor | None:
@@ -236,49 +270,51 @@ class KGMetaModel(nn.Module):
         return (priors.mean[seen] - visual[seen]).pow(2).mean()
 
     def meta_batch_loss(self, episodes: Sequence["Episode"]) -> tuple[Tensor, dict[str, float]]:
-        """Mean loss over a meta-batch, running the GNN once for all its episodes (and, with
-        ``maml_vmap`` and a MAML-family learner, the episodes' inner loops as one vmap)."""
+        """Mean loss over a meta-batch and the mean of each part, running the GNN once for all its
+        episodes (and, with ``maml_vmap``, the learner's :meth:`batch_loss` over the episodes:
+        MAML's inner loops as one vmap)."""
         z = self.graph_embeddings()
         n = len(episodes)
-        if self.maml_vmap and isinstance(self.learner, MAML):
-            priors = [self.priors(ep.class_iris, z) for ep in episodes] if self.conditioned else None
-            total, _ = self.learner.meta_batch_loss(episodes, priors, self.vmap_chunk)
-            sums: dict[str, Tensor] = {"episode": total.detach() * n}
-            shot = [i for i, ep in enumerate(episodes) if ep.support_images.shape[0] > 0]
-            zero = None
-            if priors is not None and self.training and self.zero_shot_weight > 0 and shot:
-                zero, _ = self.learner.meta_batch_loss([_without_shots(episodes[i]) for i in shot],
-                                                       [priors[i] for i in shot])  # mean over `shot`
-            if priors is not None and self.training and self.decouple:
-                total = prior_only(total, priors)
-                zero = None if zero is None else prior_only(zero, [priors[i] for i in shot])
-                if shot:
-                    plain, _ = self.learner.meta_batch_loss([episodes[i] for i in shot], None, self.vmap_chunk)
-                    total = total + plain * len(shot) / n
-                    sums["plain"] = plain.detach() * len(shot)
-            if zero is not None:
-                total = total + self.zero_shot_weight * zero * len(shot) / n
-                sums["zero_shot"] = zero.detach() * len(shot)
-            aligns = [self.align_loss(ep, pr) for ep, pr in zip(episodes, priors or [None] * n)]
-            if aligns and aligns[0] is not None:
-                align = torch.stack(aligns).sum()
-                total = total + self.align_weight * align / n
-                sums["align"] = align.detach()
-        else:
-            total = None
-            sums = {}
-            for episode in episodes:
-                loss, _, parts = self.episode_loss(episode, z)
-                total = loss if total is None else total + loss
-                for key, value in parts.items():
-                    sums[key] = sums.get(key, 0) + value
-            total = total / n
+        priors = [self.priors(ep.class_iris, z) if self.conditioned else None for ep in episodes]
+        batched: list = [None] * n
+        if self.maml_vmap and self.learner.adapts_backbone:
+            batched = self._batched(episodes, priors)
+        total = None
+        sums: dict[str, Tensor] = {}
+        for episode, prior, pre in zip(episodes, priors, batched):
+            parts, _ = self._episode_parts(episode, prior, batched=pre)
+            loss = self._combine(parts)
+            total = loss if total is None else total + loss
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0) + value.detach()
+        total = total / n
         means = {key: float(value) / n for key, value in sums.items()}
         if self.link_scorer is not None and self.training:
             link = self.link_loss(z)
             total = total + self.link_weight * link
             means["link"] = float(link.detach())
         return total, means
+
+    def _batched(self, episodes: Sequence["Episode"], priors: list[Priors | None]) -> list[tuple]:
+        """Per episode ``((loss, logits), zero-shot loss, loss without priors)`` (None where
+        :meth:`_episode_parts` wants none) from the learner's batch_loss, one call per kind."""
+        n = len(episodes)
+        chunk = self.vmap_chunk
+        losses, logits = self.learner.batch_loss(episodes, priors if self.conditioned else None, chunk)
+        with_shots = [i for i, ep in enumerate(episodes) if ep.support_images.shape[0] > 0]
+        prior = [i for i in with_shots if priors[i] is not None and self.training]
+        zero: list[Tensor | None] = [None] * n
+        plain: list[Tensor | None] = [None] * n
+        if prior and self.zero_shot_weight > 0:
+            values, _ = self.learner.batch_loss([_without_shots(episodes[i]) for i in prior],
+                                                [priors[i] for i in prior], chunk)
+            for i, value in zip(prior, values):
+                zero[i] = value
+        if prior and self.decouple:
+            values, _ = self.learner.batch_loss([episodes[i] for i in prior], None, chunk)
+            for i, value in zip(prior, values):
+                plain[i] = value
+        return list(zip(zip(losses, logits), zero, plain))
 
     def link_loss(self, z: Tensor) -> Tensor:
         """Binary cross-entropy of DistMult scores: ``link_batch`` ontology edges drawn with the

@@ -44,7 +44,7 @@ from kgmeta.metrics import confusion_matrix
 from kgmeta.runs import atomic_write
 
 if TYPE_CHECKING:
-    from kgmeta.train import Experiment
+    from kgmeta.experiment import Experiment
 
 __all__ = ["PLOT_FILES", "class_branches", "confusion_counts", "plot_accuracy_vs_shots",
            "plot_class_embeddings", "plot_confusion", "plot_learning_curves", "plot_run"]
@@ -366,28 +366,18 @@ def confusion_counts(exp: "Experiment", shots: int = 1, episodes: int = 100,
     """Confusion counts ``[n, n]`` (rows true, columns predicted) over the classes of ``split``,
     pooled over ``episodes`` reproducible episodes (the evaluation seed), with the graph prior
     when the model has one; and the class names in matrix order."""
-    from kgmeta.episodes import materialise
-    from kgmeta.train import eval_specs
+    from kgmeta.evaluation import eval_specs, feature_cache, scored_episodes
 
     classes = exp.splits[split]
     names = [exp.dataset.class_names[c] for c in classes]
     pos = {c: j for j, c in enumerate(classes)}
-    specs = eval_specs(exp, split, shots, episodes, exp.cfg.train.seed + 1)
-    model = exp.model
+    specs = eval_specs(exp, split, shots, episodes)
     preds, truth = [], []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            z = model.graph_embeddings() if model.conditioned else None
-            for spec in specs:
-                episode = materialise(exp.dataset, spec, exp.device)
-                _, logits, _ = model.episode_loss(episode, z, use_prior=model.conditioned)
-                to_global = torch.tensor([pos[c] for c in spec.classes])     # episode label -> row
-                preds.append(to_global[logits.argmax(1).cpu()])
-                truth.append(to_global[episode.query_labels.cpu()])
-    finally:
-        model.train(was_training)
+    scored = scored_episodes(exp, specs, cache=feature_cache(exp, classes))
+    for spec, (episode, logits) in zip(specs, scored):
+        to_global = torch.tensor([pos[c] for c in spec.classes])     # episode label -> row
+        preds.append(to_global[logits.argmax(1).cpu()])
+        truth.append(to_global[episode.query_labels.cpu()])
     return confusion_matrix(torch.cat(preds), torch.cat(truth), len(classes)), names
 
 
@@ -471,7 +461,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
 
     def experiment() -> "Experiment | None":
         if state["exp"] is None and "error" not in state:
-            from kgmeta.train import load_run
+            from kgmeta.experiment import load_run
 
             try:
                 state["exp"] = load_run(run_dir)

@@ -19,10 +19,11 @@ import torch
 from kgmeta.datasets import IMAGE_EXTENSIONS, load_image_file
 from kgmeta.episodes import Episode
 from kgmeta.errors import ConfigError, DataError
+from kgmeta.evaluation import episode_logits
 from kgmeta.explain import resolve_class
 
 if TYPE_CHECKING:
-    from kgmeta.train import Experiment
+    from kgmeta.experiment import Experiment
 
 __all__ = ["format_predictions", "predict"]
 
@@ -162,8 +163,8 @@ def predict(exp: "Experiment", support_dir: str | os.PathLike | None, images: li
                 xq = query[start:start + QUERY_CHUNK].to(dev).float().div_(255.0)   # [q, C, H, W]
                 episode = Episode(xs_f, ys.to(dev), xq, torch.zeros(len(xq), dtype=torch.long, device=dev),
                                   list(names), list(iris), shots.to(dev))
-                _, logits, _ = model.episode_loss(episode, z, use_prior=use_prior)   # [q, n_way]
-                probs.append(torch.softmax(logits.float(), dim=1).cpu())
+                logits = episode_logits(model, episode, z, use_prior=use_prior)   # [q, n_way]
+                probs.append(torch.softmax(logits, dim=1).cpu())
     finally:
         model.train(was_training)
     prob = torch.cat(probs)  # [Q, n_way]

@@ -30,7 +30,7 @@ from kgmeta.metrics import mean_ci95
 
 if TYPE_CHECKING:
     from kgmeta.config import RunConfig
-    from kgmeta.train import Experiment
+    from kgmeta.experiment import Experiment
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "brightness", "class_groups", "contrast", "cross_validate",
            "evaluate_robustness", "format_robustness", "gaussian_blur", "gaussian_noise",
@@ -182,7 +182,7 @@ def evaluate_robustness(exp: "Experiment", *, split: str = "test", shots: int = 
         split: class split to evaluate (default the unseen test classes).
         shots: support images per class; episodes are ``n_way``-way as in the run's config.
         episodes: number of episodes (the same list for every condition:
-            :func:`kgmeta.train.eval_specs` with ``seed``).
+            :func:`kgmeta.evaluation.eval_specs` with ``seed``).
         epsilons: PGD budgets in pixel units; each attacks the query images against the model's
             own episode loss (white box, prior included when ``use_prior``).
         norm: ``"linf"`` or ``"l2"``.
@@ -190,7 +190,7 @@ def evaluate_robustness(exp: "Experiment", *, split: str = "test", shots: int = 
         corruptions: names in :data:`CORRUPTIONS` (default all); ``[]`` skips them.
         severities: severities 1..5 evaluated for each corruption.
         corrupt: ``"query"`` (default) or ``"both"`` (support too: a whole shifted domain).
-        seed: episode list and attack/corruption randomness (default the run's ``train.seed + 1``).
+        seed: episode list and attack/corruption randomness (default the run's evaluation seed, :func:`kgmeta.evaluation.eval_seed`).
         use_prior: evaluate with the graph prior (for a conditioned model).
 
     Returns:
@@ -200,7 +200,7 @@ def evaluate_robustness(exp: "Experiment", *, split: str = "test", shots: int = 
     """
     from kgmeta.adversarial import attack_episode
     from kgmeta.episodes import Episode, materialise
-    from kgmeta.train import eval_specs
+    from kgmeta.evaluation import episode_logits, eval_seed, eval_specs
 
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     unknown = [c for c in names if c not in CORRUPTIONS]
@@ -212,7 +212,7 @@ def evaluate_robustness(exp: "Experiment", *, split: str = "test", shots: int = 
         _severity(names[0] if names else "contrast", s)
     if episodes < 1:
         raise ConfigError(f"episodes={episodes} must be >= 1")
-    seed = exp.cfg.train.seed + 1 if seed is None else int(seed)
+    seed = eval_seed(exp.cfg) if seed is None else int(seed)
     specs = eval_specs(exp, split, shots, episodes, seed)
     model, device = exp.model, exp.device
     use_prior = bool(use_prior and model.conditioned)
@@ -224,7 +224,7 @@ def evaluate_robustness(exp: "Experiment", *, split: str = "test", shots: int = 
 
     def accuracy(ep: "Episode", z) -> float:
         with torch.no_grad():
-            _, logits, _ = model.episode_loss(ep, z, use_prior=use_prior)
+            logits = episode_logits(model, ep, z, use_prior=use_prior)
         return float((logits.argmax(1) == ep.query_labels).float().mean())
 
     try:
@@ -283,7 +283,7 @@ def _config_with(cfg: "RunConfig", *, name: str, train: Sequence[str], val: Sequ
 
 def _load_ontology(cfg: "RunConfig"):
     from kgmeta.ontology import load_ontology
-    from kgmeta.train import ontology_paths
+    from kgmeta.experiment import ontology_paths
 
     return load_ontology([str(p) for p in ontology_paths(cfg.ontology.paths)],
                          include_deprecated=cfg.ontology.include_deprecated)
@@ -324,7 +324,7 @@ def _all_classes(cfg: "RunConfig", ontology=None) -> tuple[list[str], list[str |
         names = list(ds.class_names)
     else:
         from kgmeta.datasets import NpzDataset
-        from kgmeta.train import class_map_path, mapping_class_names  # the order train.build uses
+        from kgmeta.experiment import class_map_path, mapping_class_names  # the order build uses
 
         names = mapping_class_names(class_map_path(d.classes)) if d.classes else list(NpzDataset(d.roots[0], split="all").class_names)
         which = [0] * len(names)
@@ -332,7 +332,7 @@ def _all_classes(cfg: "RunConfig", ontology=None) -> tuple[list[str], list[str |
     if ontology is not None:
         if d.classes:
             from kgmeta.ontology import load_class_mapping
-            from kgmeta.train import class_map_path
+            from kgmeta.experiment import class_map_path
 
             ontology, mapping = load_class_mapping(class_map_path(d.classes), ontology)
             iris = [mapping.get(n) for n in names]

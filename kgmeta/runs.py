@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from kgmeta.errors import CheckpointError, TrainingError
+from kgmeta.errors import CheckpointError, KGMetaError, TrainingError
 
 __all__ = ["MetricsLog", "append_line", "atomic_write", "check_run_dir", "load_checkpoint", "new_run_dir", "read_json",
            "save_checkpoint", "save_torch", "write_json"]
@@ -71,12 +71,16 @@ def _discard(tmp: Path) -> None:
         pass
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *,
+                 error: type[KGMetaError] = CheckpointError, durable: bool = True) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    The temporary file is fsynced before the rename. A failure (full disk, read-only folder,
-    Ctrl-C) removes the temporary file and leaves any existing ``path`` byte-identical; an
-    ``OSError`` is re-raised as :class:`CheckpointError` naming the file and the fix.
+    The one atomic write of kgmeta (checkpoints, JSON, configs, episode lists, rendered images).
+    With ``durable`` the temporary file and the folder are fsynced around the rename (off for
+    files that can be made again bit for bit, e.g. thousands of rendered images). A failure (full
+    disk, read-only folder, Ctrl-C) removes the temporary file and leaves any existing ``path``
+    byte-identical; an ``OSError`` is re-raised as ``error`` (default :class:`CheckpointError`)
+    naming the file and the fix.
     """
     path = Path(path)
     try:
@@ -84,21 +88,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc}); {_write_fix(exc)}") from None
+        raise error(f"{path}: cannot write ({exc.strerror or exc}); {_write_fix(exc)}") from None
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        _fsync(tmp)
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
         kept = "the previous version is kept" if path.is_file() else "nothing was written"
-        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc}); {kept}; "
-                              f"{_write_fix(exc)}") from None
+        raise error(f"{path}: cannot write ({exc.strerror or exc}); {kept}; "
+                    f"{_write_fix(exc)}") from None
     except BaseException:
         _discard(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     return path
 
 

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from kgmeta.errors import CheckpointError, ConfigError, DataError
+from kgmeta.errors import CheckpointError, ConfigError, DataError, TrainingError
 from kgmeta.runs import MetricsLog, atomic_write, load_checkpoint, save_checkpoint, write_json
 
 __all__ = ["METHODS", "UnlabeledImages", "medical_transform", "pretrain", "pretrain_from_config"]
@@ -223,7 +223,7 @@ def pretrain(images: Sequence[str | os.PathLike], out: str | os.PathLike, *, bac
         ``final_loss`` and ``losses`` (loss per step).
     """
     from kgmeta.pretrained import AdaptedBackbone, build_model_backbone, external_state_target
-    from kgmeta.train import resolve_device
+    from kgmeta.experiment import resolve_device
 
     if method not in METHODS:
         raise ConfigError(f"pretrain method={method!r} is not valid; choose one of {list(METHODS)}")
@@ -301,7 +301,7 @@ def pretrain(images: Sequence[str | os.PathLike], out: str | os.PathLike, *, bac
                     loss = model.loss(views, step, steps)
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise ConfigError(f"pretrain: loss is {value} at step {step + 1} (lr={lr}); lower --lr")
+                    raise TrainingError(f"pretrain: loss is {value} at step {step + 1} (lr={lr}); lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -34,7 +34,6 @@ import csv
 import hashlib
 import os
 import re
-import tempfile
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -969,25 +968,9 @@ def _sanitise(label: str) -> str:
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a renamed temporary file; no fsync per file (a benchmark
     folder holds thousands of images that can be rendered again bit for bit)."""
-    try:
-        _write_renamed(path, data)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write ({exc.strerror or exc}); free disk space or choose a "
-                        f"writable output folder and retry") from None
+    from kgmeta.runs import atomic_write
 
-
-def _write_renamed(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), error=DataError, durable=False)
 
 
 def write_folders(ontology, out_dir, n_per_class: int = 600, seed: int = 0, size: int = 64,

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from kgmeta.errors import CheckpointError, ConfigError, DataError, OntologyError
-from kgmeta.train import SPLITS, Experiment, evaluate_shots, format_results, load_images, load_run
+from kgmeta.evaluation import eval_seed, evaluate_shots, format_results
+from kgmeta.experiment import SPLITS, Experiment, load_images, load_run
 
 __all__ = ["adapt", "class_roles", "evaluate_data", "extend_graph", "extend_ontology"]
 
@@ -225,11 +226,11 @@ def evaluate_data(run: str | os.PathLike, data: Sequence[str | os.PathLike], *, 
         "request": {"run": str(run_dir), "data": [str(r) for r in data], "kind": kind,
                     "classes": str(classes) if classes is not None else None,
                     "ontology": [str(p) for p in ontology], "n_way": way,
-                    "include_train_classes": bool(include_train_classes), "seed": cfg.train.seed + 1},
+                    "include_train_classes": bool(include_train_classes), "seed": eval_seed(cfg)},
         "out_dir": str(out)})
     for k, ks in specs.items():
         save_episodes(out / f"episodes-{k}shot.json", ks,
-                      meta={"shots": k, "n_way": way, "seed": cfg.train.seed + 1,
+                      meta={"shots": k, "n_way": way, "seed": eval_seed(cfg),
                             "class_names": list(dataset.class_names)})
     write_json(out / "results.json", results)
     text = format_evaluation(results)

@@ -10,7 +10,7 @@ import torch
 from kgmeta.backbones import build_backbone
 from kgmeta.config import load_config
 from kgmeta.errors import ConfigError, DataError
-from kgmeta.features_cache import FeatureCache, cacheable, evaluate_cached
+from kgmeta.features_cache import FeatureCache, cacheable
 from kgmeta.learners.finetune import FineTune
 from kgmeta.learners.maml import MAML
 from kgmeta.model import KGMetaModel
@@ -42,10 +42,10 @@ def test_cached_protonet_equals_uncached(exp, use_prior):
     specs = eval_specs(exp, "test", 1, 6, seed=3) + eval_specs(exp, "test", 0, 3, seed=4) * use_prior
     cache = FeatureCache(exp.model.backbone, exp.dataset, exp.splits["test"], "cpu", batch_size=7)
     for spec in specs[:3]:  # same predictions, episode by episode
-        got = evaluate_cached(exp.model, cache, [spec], use_prior=use_prior, exp=exp)
+        got = evaluate_specs(exp, [spec], use_prior=use_prior, cache=cache)
         ref = evaluate_specs(exp, [spec], use_prior=use_prior, cache=False)
         assert _per_episode(got) == _per_episode(ref)
-    got = evaluate_cached(exp.model, cache, specs, use_prior=use_prior, exp=exp)
+    got = evaluate_specs(exp, specs, use_prior=use_prior, cache=cache)
     ref = evaluate_specs(exp, specs, use_prior=use_prior, cache=False)
     assert got == ref
 
@@ -59,9 +59,9 @@ def test_cached_finetune_equals_uncached(exp):
     exp.model = model
     try:
         ref = evaluate_specs(exp, specs, use_prior=False, cache=False)
+        got = evaluate_specs(exp, specs, use_prior=False, cache=cache)
     finally:
         exp.model = old
-    got = evaluate_cached(model, cache, specs, use_prior=False, exp=exp)
     assert _per_episode(got) == _per_episode(ref)
 
 
@@ -72,11 +72,16 @@ def test_errors(exp):
         FeatureCache(transductive, exp.dataset, exp.splits["test"])
     cache = FeatureCache(exp.model.backbone, exp.dataset, exp.splits["test"][:1])
     with pytest.raises(DataError, match="not in the feature cache"):
-        evaluate_cached(exp.model, cache, eval_specs(exp, "test", 1, 1, seed=0))
+        evaluate_specs(exp, eval_specs(exp, "test", 1, 1, seed=0), cache=cache)
     assert cacheable(exp.model)
     assert not cacheable(KGMetaModel(MAML(exp.model.backbone)))
-    with pytest.raises(ConfigError, match="evaluate_specs"):
-        evaluate_cached(KGMetaModel(MAML(exp.model.backbone)), cache, [])
+    old = exp.model
+    exp.model = KGMetaModel(MAML(exp.model.backbone))
+    try:
+        with pytest.raises(ConfigError, match="adapts its backbone per episode"):
+            evaluate_specs(exp, eval_specs(exp, "test", 1, 1, seed=0), cache=cache)
+    finally:
+        exp.model = old
 
 
 def test_evaluation_uses_the_cache_when_the_config_allows(exp, monkeypatch):

@@ -12,7 +12,7 @@ from torch import nn
 from kgmeta.backbones import build_backbone
 from kgmeta.conditioning import Priors, head_init_from_priors, posterior_prototypes
 from kgmeta.episodes import Episode
-from kgmeta.errors import ConfigError, DataError
+from kgmeta.errors import ConfigError, DataError, TrainingError
 from kgmeta.learners import LEARNERS, MAML, build_learner
 from kgmeta.learners.finetune import FineTune, pretrain_classifier
 from kgmeta.learners.reptile import Reptile
@@ -87,6 +87,72 @@ def test_meta_training_lowers_query_loss(name):
     after = evaluate_episodes(learner, held_out)["loss"]
     assert len(losses) == 12 and all(math.isfinite(v) for v in losses)
     assert after < before
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_capability_flags_and_feats(name):
+    """``feats=`` (the learner's own :meth:`embed`) gives the same loss and logits as images, for
+    every learner that does not adapt its backbone; the others refuse it. ``meta_trained`` says
+    whether the outer loop may train it."""
+    learner = tiny_learner(name)
+    assert isinstance(learner.adapts_backbone, bool) and isinstance(learner.meta_trained, bool)
+    assert learner.meta_trained == bool(learner.outer_parameters())
+    ep = episode()
+    priors = Priors(torch.randn(3, 8), torch.ones(3))
+    learner.eval()
+    with torch.no_grad():
+        if learner.adapts_backbone:
+            with pytest.raises(TypeError, match="adapts its backbone"):
+                learner.loss(ep, feats=learner.embed(ep))
+            return
+        feats = learner.embed(ep)
+        assert feats.shape == (ep.support_images.shape[0] + ep.query_images.shape[0], 8)
+        for pr in (None, priors):
+            loss, logits = learner.loss(ep, pr)
+            loss_f, logits_f = learner.loss(ep, pr, feats=feats)
+            assert torch.equal(logits, logits_f) and torch.equal(loss, loss_f)
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_batch_loss_equals_per_episode_losses(name):
+    learner = tiny_learner(name)
+    eps = [episode(seed=s) for s in range(3)]
+    priors = [Priors(torch.randn(3, 8, generator=torch.Generator().manual_seed(s)), torch.ones(3)) for s in range(3)]
+    learner.eval()
+    with torch.no_grad():
+        losses, logits = learner.batch_loss(eps, priors)
+        for ep, pr, loss, lg in zip(eps, priors, losses, logits):
+            ref_loss, ref_logits = learner.loss(ep, pr)
+            torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(lg, ref_logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_model_composes_every_learner(name):
+    """KGMetaModel builds its losses from the contract alone: each registered learner trains with
+    every loss part (decoupled prior, zero-shot, alignment) and evaluates from feats when it may."""
+    from kgmeta.model import KGMetaModel, PriorHead
+
+    learner = tiny_learner(name)
+    model = KGMetaModel(learner, decouple=True, zero_shot_weight=1.0)
+    ep = episode()
+    priors = Priors(torch.randn(3, 8, requires_grad=True), torch.ones(3, requires_grad=True))
+    model.priors = lambda iris, z=None: priors  # a stand-in graph prior
+    model.encoder, model.prior_head = nn.Identity(), PriorHead(4, 8)
+    model.graph_embeddings = lambda: None
+    model.train()
+    loss, logits, parts = model.episode_loss(ep)
+    assert torch.isfinite(loss) and logits.shape == (9, 3)
+    assert {"episode", "plain", "zero_shot", "align"} <= set(parts)
+    if learner.meta_trained:
+        loss.backward()
+        assert priors.mean.grad is not None and priors.mean.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        _, ref, _ = model.episode_loss(ep)
+        if not learner.adapts_backbone:
+            _, cached, _ = model.episode_loss(ep, feats=learner.embed(ep))
+            assert torch.equal(ref, cached)
 
 
 def test_build_learner_errors():
@@ -253,7 +319,7 @@ def test_meta_train_rejects_non_finite_loss():
     learner = tiny_learner("protonet")
     bad = episode()
     bad.query_images[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ConfigError, match="loss is nan at step 0"):
+    with pytest.raises(TrainingError, match="loss is nan at step 0"):
         meta_train(learner, lambda: bad, 3)
 
 

@@ -24,8 +24,9 @@ def test_setup_commands() -> None:
     main_cmd = _block_after("<!-- main-command -->").strip()
     test_cmd = _block_after("<!-- test-command -->").strip()
     assert main_cmd.endswith("kgmeta train")
-    assert test_cmd.endswith("pytest -q")
+    assert test_cmd.endswith("pytest -q -m 'slow or not slow'")  # CI runs the slow tests too
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
+    assert ".ci/wheel" in (ROOT / ".ci" / "run").read_text()
 
 
 def test_config_reference_is_generated() -> None:

@@ -58,3 +58,16 @@ def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         kgmeta.nope  # noqa: B018
     assert not hasattr(kgmeta, "nope")
+
+
+def test_submodules_do_not_shadow_public_names():
+    """Importing every submodule leaves ``kgmeta.evaluate``, ``kgmeta.fit``... the public functions
+    (a submodule named like a public name would replace it on the package)."""
+    code = ("import importlib, pkgutil, kgmeta\n"
+            "for m in pkgutil.iter_modules(kgmeta.__path__):\n"
+            "    importlib.import_module('kgmeta.' + m.name)\n"
+            "import types\n"
+            "bad = [n for n in kgmeta.__all__ if isinstance(getattr(kgmeta, n), types.ModuleType)]\n"
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

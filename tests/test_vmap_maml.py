@@ -166,7 +166,7 @@ def _model_vmap_and_loop(overrides: list[str], seed: int, n: int):
 
     from kgmeta.config import load_config
     from kgmeta.episodes import materialise
-    from kgmeta.train import _sampler, build
+    from kgmeta.experiment import build, split_sampler as _sampler
 
     smoke = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
     exp = build(load_config(smoke, ["model.conditioning=kg", "train.maml_vmap=true", *overrides]), device="cpu")

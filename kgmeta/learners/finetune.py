@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgmeta.conditioning import posterior_prototypes
-from kgmeta.errors import ConfigError, DataError
+from kgmeta.errors import ConfigError, DataError, TrainingError
 from kgmeta.learners.base import Learner
 from kgmeta.learners.maml import initial_head
 
@@ -68,9 +68,19 @@ class FineTune(Learner):
         self.weight_decay = weight_decay
         self.prior_scale = prior_scale
 
+    meta_trained = False  # the backbone is trained by pretrain_classifier
+
     def outer_parameters(self) -> list[nn.Parameter]:
         """None: the backbone is trained by :func:`pretrain_classifier`, not by meta-training."""
         return []
+
+    def embed(self, episode: "Episode") -> Tensor:
+        """Frozen features ``[S+Q, d]`` of the support then the query images (eval mode, no
+        gradient; support and query each in their own batch)."""
+        query_feats = self._embed(episode.query_images)                                  # [Q, d]
+        n_support = episode.support_images.shape[0]
+        support_feats = self._embed(episode.support_images) if n_support else query_feats[:0]  # [S, d]
+        return torch.cat([support_feats, query_feats])
 
     def _embed(self, images: Tensor) -> Tensor:
         was_training = self.backbone.training
@@ -86,10 +96,11 @@ class FineTune(Learner):
             return cosine_logits(feats, weight, self.cosine_scale)
         return F.linear(feats, weight, bias)
 
-    def loss(self, episode: "Episode", priors: "Priors | None" = None) -> tuple[Tensor, Tensor]:
-        query_feats = self._embed(episode.query_images)  # [Q, d]
+    def loss(self, episode: "Episode", priors: "Priors | None" = None, *,
+             feats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         n_support = episode.support_images.shape[0]
-        support_feats = self._embed(episode.support_images) if n_support else query_feats[:0]  # [S, d]
+        feats = (self.embed(episode) if feats is None else feats).detach()          # [S+Q, d]
+        support_feats, query_feats = feats[:n_support], feats[n_support:]            # [S, d], [Q, d]
         if self.head == "cosine":  # weight imprinting: start from the (posterior) prototypes
             weight = posterior_prototypes(support_feats, episode.support_labels, episode.n_way, priors)
             bias = query_feats.new_zeros(episode.n_way)
@@ -157,6 +168,6 @@ def pretrain_classifier(backbone: nn.Module, dataset: "ImageClassDataset", class
         optimizer.step()
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise ConfigError(f"pretrain_classifier: loss is {value} at step {step} with lr={lr}; lower lr")
+            raise TrainingError(f"pretrain_classifier: loss is {value} at step {step} with lr={lr}; lower lr")
         losses.append(value)
     return losses

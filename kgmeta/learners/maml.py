@@ -36,7 +36,7 @@ from torch.func import functional_call, grad, vmap
 
 from kgmeta.conditioning import check_priors, head_init_from_priors
 from kgmeta.errors import ConfigError, DataError
-from kgmeta.learners.base import Learner, learned_head
+from kgmeta.learners.base import Learner, check_no_feats, learned_head
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from kgmeta.conditioning import Priors
     from kgmeta.episodes import Episode
 
-__all__ = ["MAML", "initial_head", "maml_vmap_loss", "vmap_fallback_reason"]
+__all__ = ["MAML", "initial_head", "maml_vmap_loss", "maml_vmap_losses", "vmap_fallback_reason"]
 
 
 def initial_head(n_way: int, like: Tensor, priors: "Priors | None" = None, scale: float = 1.0,
@@ -89,6 +89,8 @@ class MAML(Learner):
         prior_scale: ``scale`` of :func:`kgmeta.conditioning.head_init_from_priors`.
         eval_inner_steps: inner steps in eval mode (default: ``inner_steps``).
     """
+
+    adapts_backbone = True  # ANIL adapts only the head, but takes images here too
 
     def __init__(self, backbone: nn.Module, n_way: int | None = None, inner_steps: int = 5,
                  inner_lr: float = 0.01, first_order: bool = False, anil: bool = False,
@@ -160,7 +162,9 @@ class MAML(Learner):
                 fast = {**fast, **{n: fast[n] - self.inner_lr * g for n, g in zip(names, grads[2:])}}
         return fast, weight, bias
 
-    def loss(self, episode: "Episode", priors: "Priors | None" = None) -> tuple[Tensor, Tensor]:
+    def loss(self, episode: "Episode", priors: "Priors | None" = None, *,
+             feats: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_feats(self, feats)
         outer_grad = torch.is_grad_enabled()  # False under evaluation: no graph through the inner loop
         like = None
         if episode.support_images.shape[0] == 0:
@@ -178,6 +182,11 @@ class MAML(Learner):
                         chunk: int | None = None) -> tuple[Tensor, list[Tensor]]:
         """Mean query loss over ``episodes`` and their query logits; see :func:`maml_vmap_loss`."""
         return maml_vmap_loss(self, episodes, priors, chunk)
+
+    def batch_loss(self, episodes: "Sequence[Episode]", priors: "Sequence[Priors | None] | None" = None,
+                   chunk: int | None = None) -> tuple[list[Tensor], list[Tensor]]:
+        """Per-episode query losses and logits, equal-shaped tasks as one vmap (:func:`maml_vmap_losses`)."""
+        return maml_vmap_losses(self, episodes, priors, chunk)
 
 
 def vmap_fallback_reason(maml: MAML, episodes: "Sequence[Episode]",
@@ -267,10 +276,17 @@ def _stack_heads(maml: MAML, n_way: int, like: Tensor,
 
 def maml_vmap_loss(maml: MAML, episodes: "Sequence[Episode]", priors: "Sequence[Priors] | None" = None,
                    chunk: int | None = None) -> tuple[Tensor, list[Tensor]]:
-    """Mean query loss over a meta-batch and each episode's query logits ``[Q, n_way]``, with the
-    inner loops of equal-shaped tasks vectorised by ``torch.func.vmap``.
+    """Mean of :func:`maml_vmap_losses` and the episodes' query logits ``[Q, n_way]``."""
+    losses, logits = maml_vmap_losses(maml, episodes, priors, chunk)
+    return torch.stack(losses).mean(), logits
 
-    Equal to ``mean(maml.loss(ep, pr) for ep, pr in zip(episodes, priors))`` and its meta-gradients
+
+def maml_vmap_losses(maml: MAML, episodes: "Sequence[Episode]", priors: "Sequence[Priors] | None" = None,
+                     chunk: int | None = None) -> tuple[list[Tensor], list[Tensor]]:
+    """Query loss and logits ``[Q, n_way]`` of each episode of a meta-batch, with the inner loops
+    of equal-shaped tasks vectorised by ``torch.func.vmap``.
+
+    Equal to ``[maml.loss(ep, pr) for ep, pr in zip(episodes, priors)]`` and its meta-gradients
     (second order unless ``maml.first_order``; head-only inner loop under ``maml.anil``). Episodes
     are grouped by (n_way, support size, query size, priors or not); each group of two or more
     episodes with a support set runs as one vmap, the rest (zero-shot episodes, singletons) through
@@ -302,7 +318,7 @@ def maml_vmap_loss(maml: MAML, episodes: "Sequence[Episode]", priors: "Sequence[
         group_losses, group_logits = _vmap_group(maml, [episodes[i] for i in idx], group_priors, chunk)
         for j, i in enumerate(idx):
             losses[i], logits[i] = group_losses[j], group_logits[j]
-    return torch.stack(losses).mean(), logits
+    return losses, logits
 
 
 def _vmap_group(maml: MAML, episodes: "Sequence[Episode]", priors: "Sequence[Priors] | None",

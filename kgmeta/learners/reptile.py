@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from kgmeta.errors import ConfigError
-from kgmeta.learners.base import Learner, learned_head
+from kgmeta.learners.base import Learner, check_no_feats, learned_head
 from kgmeta.learners.maml import initial_head
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class Reptile(Learner):
         prior_scale: ``scale`` of :func:`kgmeta.conditioning.head_init_from_priors`.
         eval_inner_steps: inner steps in eval mode (default: ``inner_steps``).
     """
+
+    adapts_backbone = True
 
     def __init__(self, backbone: nn.Module, n_way: int | None = None, inner_steps: int = 5,
                  inner_lr: float = 0.01, inner_optimizer: str = "sgd",
@@ -142,7 +144,9 @@ class Reptile(Learner):
             current = updated
         return {**fixed, **current}
 
-    def loss(self, episode: "Episode", priors: "Priors | None" = None) -> tuple[Tensor, Tensor]:
+    def loss(self, episode: "Episode", priors: "Priors | None" = None, *,
+             feats: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_feats(self, feats)
         like = self._feature_like(episode.query_images)  # [0, d], only sizes the head
         init = self.initial_params(episode.n_way, like, priors)
         adapted = self.adapt(init, episode.support_images, episode.support_labels)

@@ -1,0 +1,206 @@
+"""Evaluation: one evaluator for every caller, with images or a feature cache as its source.
+
+(The module is ``kgmeta.evaluation``: ``kgmeta.evaluate`` is the public function that evaluates a
+run folder, and a submodule of that name would replace it on the package once imported.)
+
+:func:`episode_logits` scores one episode with the model (eval mode, no gradient), from its images
+or from precomputed features; :func:`evaluate_specs` runs it over saved episode specs and returns
+the metrics summary. Training (meta-val and the final test), ``kgmeta evaluate``, the confusion
+matrix, robustness and new-data evaluation all go through these two functions, and draw their
+episodes with :func:`eval_specs` from the seeds :data:`EVAL_SEED_OFFSET` and
+:data:`VAL_SEED_OFFSET` define, so every report of a run sees the same episodes.
+
+With ``train.feature_cache`` on and a model that allows it (a learner that does not adapt its
+backbone, batch-independent features: ``model.bn_mode: running``), the features of a split's
+images are computed once (:class:`~kgmeta.features_cache.FeatureCache`) and read in place of the
+images; the predictions are the same (tested).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from kgmeta.episodes import EpisodeSpec, episode_list, materialise
+from kgmeta.errors import ConfigError
+from kgmeta.experiment import SPLITS, Experiment, autocast, load_run, split_sampler
+from kgmeta.metrics import EpisodeMetrics, MistakeSeverity, accuracy_by_hops
+from kgmeta.runs import write_json
+
+if TYPE_CHECKING:
+    from kgmeta.config import RunConfig
+    from kgmeta.episodes import Episode
+    from kgmeta.features_cache import FeatureCache
+    from kgmeta.model import KGMetaModel
+
+__all__ = ["EVAL_SEED_OFFSET", "VAL_SEED_OFFSET", "MistakeSeverity", "accuracy_by_hops", "episode_logits",
+           "eval_seed", "eval_specs", "evaluate_run", "evaluate_shots", "evaluate_specs", "feature_cache",
+           "format_results", "scored_episodes"]
+
+EVAL_SEED_OFFSET = 1  # test / new-data episodes: train.seed + 1
+VAL_SEED_OFFSET = 2   # meta-val episodes during training: train.seed + 2
+
+
+def eval_seed(cfg: "RunConfig", offset: int = EVAL_SEED_OFFSET) -> int:
+    """The episode seed of an evaluation of the run ``cfg`` (``train.seed + offset``)."""
+    return cfg.train.seed + offset
+
+
+def eval_specs(exp: Experiment, split: str, shots: int, episodes: int, seed: int | None = None) -> list[EpisodeSpec]:
+    """A reproducible list of ``episodes`` evaluation episodes of ``split`` with ``shots`` shots
+    (``seed``: default :func:`eval_seed` of the run)."""
+    seed = eval_seed(exp.cfg) if seed is None else seed
+    return episode_list(split_sampler(exp, split, shots, seed=seed), episodes, seed=seed + 7919 * shots)
+
+
+def feature_cache(exp: Experiment, classes: Sequence[int]) -> "FeatureCache | None":
+    """Features of every image of ``classes`` under the current backbone, when ``train.feature_cache``
+    is on and the model allows it (a learner that does not adapt its backbone, backbone features
+    independent of the batch: ``model.bn_mode: running``); None otherwise."""
+    from kgmeta.features_cache import FeatureCache, cacheable
+
+    if not (exp.cfg.train.feature_cache and cacheable(exp.model)):
+        return None
+    return FeatureCache(exp.model.backbone, exp.dataset, sorted(set(int(c) for c in classes)), exp.device)
+
+
+def episode_logits(model: "KGMetaModel", episode: "Episode", z: Tensor | None = None, *,
+                   use_prior: bool = True, feats: Tensor | None = None) -> Tensor:
+    """Query logits ``[Q, n_way]`` (float32) of one episode; call with ``model`` in eval mode.
+
+    ``z``: graph embeddings computed once for many episodes (None: computed here when needed).
+    ``feats``: the learner's features of the episode ``[S+Q, d]`` (a feature cache) instead of
+    embedding its images.
+    """
+    _, logits, _ = model.episode_loss(episode, z, use_prior=use_prior, feats=feats)
+    return logits.float()
+
+
+def scored_episodes(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: bool = True,
+                    cache: "FeatureCache | None" = None, progress: bool = False,
+                    desc: str = "evaluate") -> Iterator[tuple["Episode", Tensor]]:
+    """``(episode, logits [Q, n_way])`` for each spec, under ``exp.model`` in eval mode without
+    gradients (its mode is restored afterwards). With ``cache`` the episode carries the cached
+    features in place of images and no autocast applies (the numbers are the fp32 ones)."""
+    model = exp.model
+    if cache is not None:
+        from kgmeta.features_cache import cached_episode, check_cacheable
+
+        if model.learner.adapts_backbone:
+            raise ConfigError(f"cannot evaluate {type(model.learner).__name__} from cached features: it "
+                              f"adapts its backbone per episode; evaluate without a cache (cache=False)")
+        check_cacheable(model.backbone)
+    was_training = model.training
+    model.eval()
+    use = model.conditioned and use_prior
+    try:
+        with torch.no_grad():
+            z = model.graph_embeddings() if use else None
+        for spec in tqdm(specs, desc=desc, disable=not progress, leave=False):
+            with torch.no_grad():  # per item: the caller's code between items keeps its grad mode
+                if cache is not None:
+                    episode = cached_episode(cache, spec)
+                    feats = torch.cat([episode.support_images, episode.query_images])  # [S+Q, d]
+                    logits = episode_logits(model, episode, z, use_prior=use, feats=feats)
+                else:
+                    episode = materialise(exp.dataset, spec, exp.device)
+                    with autocast(exp.device, exp.cfg.train.amp):
+                        logits = episode_logits(model, episode, z, use_prior=use)
+            yield episode, logits
+    finally:
+        model.train(was_training)
+
+
+def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: bool = True,
+                   progress: bool = False, desc: str = "evaluate",
+                   cache: "FeatureCache | None | bool" = True) -> dict[str, Any]:
+    """Evaluate ``exp.model`` on saved episode specs; returns the metrics summary.
+
+    The summary of :class:`~kgmeta.metrics.EpisodeMetrics` plus, when the classes are ontology
+    nodes, ``mistake_severity`` (mean hop distance in the ontology graph between the predicted and
+    the true class over wrong predictions) and ``accuracy_by_hops`` (per-class accuracy grouped by
+    the class's hop distance to the nearest meta-train class).
+
+    ``cache``: a :class:`~kgmeta.features_cache.FeatureCache` of the specs' classes to evaluate
+    from; True (default) builds one when :func:`feature_cache` allows it; False never caches. The
+    cached path gives the same predictions as the per-episode one (tested), in a fraction of the time.
+    """
+    if cache is True:
+        cache = feature_cache(exp, [c for spec in specs for c in spec.classes])
+    metrics = EpisodeMetrics()
+    severity = MistakeSeverity(exp.kg)
+    for episode, logits in scored_episodes(exp, specs, use_prior=use_prior, cache=cache or None,
+                                           progress=progress, desc=desc):
+        metrics.update(logits, episode.query_labels, episode.class_names)
+        severity.update(logits, episode.query_labels, episode.class_iris)
+    summary = metrics.summary()
+    summary["mistake_severity"] = severity.mean()
+    summary["accuracy_by_hops"] = accuracy_by_hops(exp, summary["per_class"])
+    return summary
+
+
+def evaluate_shots(exp: Experiment, split: str = "test", shots: Sequence[int] | None = None,
+                   episodes: int | None = None, *, progress: bool = False,
+                   specs_out: dict[int, list[EpisodeSpec]] | None = None) -> dict[str, Any]:
+    """Accuracy on ``split`` for each shot count, with the graph prior and (for a conditioned
+    model) without it. ``{"with_prior": {"0shot": summary, ...}, "without_prior": {...}}``; a
+    0-shot entry without a prior is None (nothing to classify with). ``specs_out``, when given,
+    receives the episodes evaluated per shot count (both arms use the same ones)."""
+    cfg = exp.cfg
+    shots = list(cfg.episodes.eval_shots if shots is None else shots)
+    episodes = cfg.episodes.eval_episodes if episodes is None else episodes
+    out: dict[str, Any] = {"split": split, "episodes": episodes, "n_way": min(cfg.episodes.n_way,
+                           len(exp.splits[split])), "with_prior": {}, "without_prior": {}}
+    cache = feature_cache(exp, exp.splits[split]) or False  # one pass over the split's images
+    for k in shots:
+        specs = eval_specs(exp, split, k, episodes)
+        if specs_out is not None:
+            specs_out[k] = specs
+        if exp.model.conditioned:
+            out["with_prior"][f"{k}shot"] = evaluate_specs(exp, specs, use_prior=True, progress=progress,
+                                                           desc=f"{split} {k}-shot", cache=cache)
+        out["without_prior"][f"{k}shot"] = (None if k == 0 else evaluate_specs(
+            exp, specs, use_prior=False, progress=progress, desc=f"{split} {k}-shot, no prior", cache=cache))
+    if not exp.model.conditioned:
+        out["with_prior"] = None
+    return out
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A small text table of :func:`evaluate_shots` results (accuracy % +- 95% CI)."""
+    def cell(entry: dict[str, Any] | None) -> str:
+        if not entry:
+            return "-"
+        mean, ci = entry["accuracy"]
+        return f"{100 * mean:5.1f} +- {100 * (ci or 0):.1f}"
+
+    shots = list((results.get("with_prior") or results["without_prior"]).keys())
+    lines = [f"{results['split']} classes, {results['n_way']}-way, {results['episodes']} episodes per "
+             f"shot (accuracy % +- 95% CI)",
+             f"{'':22}" + "".join(f"{s:>16}" for s in shots)]
+    if results.get("with_prior") is not None:
+        lines.append(f"{'with graph prior':22}" + "".join(f"{cell(results['with_prior'][s]):>16}" for s in shots))
+    lines.append(f"{'without graph prior':22}" + "".join(f"{cell(results['without_prior'][s]):>16}" for s in shots))
+    return "\n".join(lines)
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, shots: Sequence[int] | None = None,
+                 episodes: int | None = None, split: str = "test", device: str | torch.device | None = None,
+                 quiet: bool = True) -> dict[str, Any]:
+    """Evaluate a run folder's model on ``split`` (default: its unseen test classes).
+
+    Returns:
+        The :func:`evaluate_shots` results, also written to ``<run>/eval-<split>.json``.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}; choose one of {list(SPLITS)}")
+    exp = load_run(run_dir, device=device)
+    results = evaluate_shots(exp, split, shots, episodes, progress=not quiet)
+    write_json(Path(run_dir) / f"eval-{split}.json", results)
+    return results
