@@ -15,7 +15,15 @@ on the meta-train classes of the synthetic benchmark (kgm:inBenchmark "train"); 
 and shared by every method. An unconditioned model has no 0-shot result (null). Optional extra
 rows: ``kg_protonet_shuffled`` (the same KG model trained and tested on a graph whose edges are
 rewired at random within each relation, same edge count and degrees: the control that shows the
-prior uses the graph), ``kg_protonet_noprior`` (kg_protonet evaluated with its prior switched off).
+prior uses the graph), ``kg_protonet_noprior`` (kg_protonet evaluated with its prior switched off),
+and the mechanisms of issue 15, one config switch each (``SWITCHES``): ``*_attr`` (attribute
+heads, ``train.attribute_weight``), ``kg_protonet_metric`` / ``_metricc`` (graph-conditioned
+metric per episode / per class, ``model.metric``), ``kg_protonet_trust`` (trust-aware prior,
+``model.prior_trust_hops``), ``kg_protonet_attrmetric`` (attribute heads whose outputs on the
+attributes that differ within the episode join the distance, ``model.attribute_metric``),
+``kg_protonet_all`` (attrmetric + metric + trust) and
+``kg_protonet_all_shuffled`` (the same on rewired edges). ``pairs`` reports 2-way accuracy of every
+confusable pair (classes that share a finding site) per shot count.
 
 Budget (full run, CPU): conv4 (width 64, flatten) at 32x32 px (out_dim 256), 5-way 1-shot
 15-query training episodes, meta_batch 2, 400 steps, 3 GNN layers, a zero-shot loss on every training episode
@@ -68,6 +76,15 @@ from kgmeta.episodes import load_episodes, save_episodes  # noqa: E402
 from kgmeta.train import build, eval_specs, evaluate_specs, feature_cache, fit, load_run  # noqa: E402
 
 CHANCE_WAY = 5
+ATTRIBUTE_WEIGHT = 1.0    # train.attribute_weight of the *_attr rows (chosen on meta-val, see README)
+TRUST_HOPS = 2.0          # model.prior_trust_hops of the *_trust rows
+SWITCHES = {  # mechanism -> config overrides (issue 15); "off" is the row without the suffix
+    "attr": {"train.attribute_weight": ATTRIBUTE_WEIGHT},
+    "metric": {"model.metric": "episode"},
+    "metricc": {"model.metric": "class"},
+    "trust": {"model.prior_trust_hops": TRUST_HOPS},
+    "attrmetric": {"train.attribute_weight": ATTRIBUTE_WEIGHT, "model.attribute_metric": 1.0},
+}
 METHODS = {  # name -> (learner, conditioning, extra)
     "protonet": ("protonet", "none", None),
     "kg_protonet": ("protonet", "kg", None),
@@ -75,6 +92,14 @@ METHODS = {  # name -> (learner, conditioning, extra)
     "kg_anil": ("anil", "kg", None),
     "kg_protonet_shuffled": ("protonet", "kg", "shuffled"),
     "kg_protonet_noprior": ("protonet", "kg", "noprior"),
+    "protonet_attr": ("protonet", "none", ("attr",)),
+    "kg_protonet_attr": ("protonet", "kg", ("attr",)),
+    "kg_protonet_metric": ("protonet", "kg", ("metric",)),
+    "kg_protonet_metricc": ("protonet", "kg", ("metricc",)),
+    "kg_protonet_trust": ("protonet", "kg", ("trust",)),
+    "kg_protonet_attrmetric": ("protonet", "kg", ("attrmetric",)),
+    "kg_protonet_all": ("protonet", "kg", ("attrmetric", "metric", "trust")),
+    "kg_protonet_all_shuffled": ("protonet", "kg", ("attrmetric", "metric", "trust", "shuffled")),
 }
 DEFAULT_METHODS = ("protonet", "kg_protonet", "anil", "kg_anil")
 
@@ -131,6 +156,31 @@ def memoise_ontology_loading() -> None:
     kgmeta.ontology.load_ontology = memo
 
 
+# ----------------------------------------------------------------------------- confusable pairs
+def confusable_pairs(exp, split: str) -> list[tuple[int, int]]:
+    """Class pairs of ``split`` that share a finding site in the graph (the pairs a metric must
+    separate on one lesion attribute); none when the ontology has no finding-site relation."""
+    from kgmeta.attributes import class_attribute_values
+    from kgmeta.synthetic import HAS_SITE
+
+    classes = [c for c in exp.splits[split] if exp.dataset.class_iris[c] in exp.kg.index]
+    site = {c: tuple(class_attribute_values(exp.kg, exp.dataset.class_iris[c]).get(HAS_SITE, ()))
+            for c in classes}
+    return [(a, b) for i, a in enumerate(classes) for b in classes[i + 1:] if site[a] and site[a] == site[b]]
+
+
+def confusable_pair_specs(exp, split: str, k: int, n: int, seed: int) -> dict[str, list]:
+    """``"<a> / <b>"`` -> ``n`` 2-way ``k``-shot episode specs of each confusable pair."""
+    from kgmeta.episodes import EpisodeSampler, episode_list
+
+    out = {}
+    for a, b in confusable_pairs(exp, split):
+        sampler = EpisodeSampler(exp.dataset, [a, b], 2, k, exp.cfg.episodes.q_query, seed=seed)
+        label = f"{exp.dataset.class_names[a]} / {exp.dataset.class_names[b]}"
+        out[label] = episode_list(sampler, n, seed=seed + 7919 * k)
+    return out
+
+
 # ----------------------------------------------------------------------------- configs
 def base_config(args, out_dir: str) -> dict:
     quick = args.quick
@@ -174,11 +224,19 @@ def read_classes(args) -> tuple[list[dict], list[str]]:
     return rows, datasets
 
 
+def switches(extra) -> tuple[str, ...]:
+    """The mechanism switches of a METHODS ``extra`` entry."""
+    return tuple(x for x in extra if x in SWITCHES) if isinstance(extra, tuple) else ()
+
+
 def method_config(base: dict, name: str) -> dict:
-    learner, conditioning, _ = METHODS[name]
+    learner, conditioning, extra = METHODS[name]
     cfg = json.loads(json.dumps(base))
     cfg["name"] = name
     cfg["model"].update({"learner": learner, "conditioning": conditioning})
+    for switch in switches(extra):
+        for key, value in SWITCHES[switch].items():
+            set_key(cfg, key, value)
     if conditioning == "none":
         cfg["episodes"]["zero_shot_prob"] = 0.0  # fit ignores it anyway; keep the saved config honest
     return cfg
@@ -206,6 +264,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test", choices=["test", "val"],
                     help="evaluate on the test classes (default) or on meta-val (for tuning)")
     ap.add_argument("--set", action="append", help="config override key=value (every method)")
+    ap.add_argument("--pair-episodes", type=int, default=None,
+                    help="2-way episodes per confusable pair and shot count (200; quick 20; 0: none)")
     ap.add_argument("--out", default=None, help="folder for run folders and episode lists")
     ap.add_argument("--data", default=None)
     ap.add_argument("--classes", default=None)
@@ -232,6 +292,8 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown methods {unknown}; choose among {sorted(METHODS)}")
     episodes = args.episodes or (100 if args.quick else 600)
+    if args.pair_episodes is None:
+        args.pair_episodes = 20 if args.quick else 200
     out = Path(args.out or tempfile.mkdtemp(prefix="kg-ablation-"))
     out.mkdir(parents=True, exist_ok=True)
     base = base_config(args, str(out))
@@ -245,6 +307,9 @@ def main(argv=None) -> int:
         specs = eval_specs(probe, args.split, k, episodes, args.seed + 1)
         spec_paths[k] = out / f"episodes-{args.split}-{k}shot.json"
         save_episodes(spec_paths[k], specs, meta={"split": args.split, "shots": k, "seed": args.seed})
+    pair_specs = {k: confusable_pair_specs(probe, args.split, k, args.pair_episodes, args.seed + 2)
+                  for k in shots if k > 0 and args.pair_episodes > 0}
+    pair_list = sorted(next(iter(pair_specs.values()), {}))
     n_way = min(base["episodes"]["n_way"], len(probe.splits[args.split]))
     n_val = len(probe.splits["val"])
     log(f"{len(probe.splits['train'])}/{len(probe.splits['val'])}/{len(probe.splits['test'])} "
@@ -252,12 +317,13 @@ def main(argv=None) -> int:
         f"episode lists in {out}")
     del probe
 
-    results, timings, per_class = {}, {}, {}
+    results, timings, per_class, pairs = {}, {}, {}, {}
     trained: dict[str, Path] = {}
     for name in methods:
         learner, conditioning, extra = METHODS[name]
         t0 = time.time()
-        ctx = shuffled_graphs(args.seed) if extra == "shuffled" else contextlib.nullcontext()
+        shuffled = extra == "shuffled" or (isinstance(extra, tuple) and "shuffled" in extra)
+        ctx = shuffled_graphs(args.seed) if shuffled else contextlib.nullcontext()
         source = "kg_protonet" if extra == "noprior" else name
         with ctx:
             if source not in trained:
@@ -279,6 +345,10 @@ def main(argv=None) -> int:
                 res = evaluate_specs(exp, load_episodes(spec_paths[k]), use_prior=use_prior, cache=cache)
                 row[f"{k}shot"] = summarise(res)
                 classes[f"{k}shot"] = {c: round(v["accuracy"], 4) for c, v in res["per_class"].items()}
+                if pair_specs.get(k):
+                    pairs.setdefault(name, {})[f"{k}shot"] = {
+                        label: summarise(evaluate_specs(exp, specs, use_prior=use_prior, cache=cache))
+                        for label, specs in pair_specs[k].items()}
         results[name] = row
         per_class[name] = classes
         timings[name] = round(time.time() - t0, 1)
@@ -309,7 +379,17 @@ def main(argv=None) -> int:
               "quick": bool(args.quick), "model_selection": "best meta-val checkpoint" if n_val >= 2 else "last checkpoint (no meta-val classes)",
               "data": "synthetic benchmark" if not args.data else f"folders {args.data}",
               "method_seconds": timings, "overrides": list(args.set or [])}
-    doc = {"chance": round(1.0 / n_way, 4), "results": results, "per_class": per_class, "budget": budget,
+    if pairs:
+        lines = [f"confusable {args.split} pairs (same finding site), 2-way, {args.pair_episodes} episodes each"]
+        for name, by_shot in pairs.items():
+            for k, row in by_shot.items():
+                lines.append(f"{name:24} {k:>6} " + "  ".join(
+                    f"{p}: {v[0] * 100:.1f}" for p, v in row.items() if v))
+        print("\n".join(lines), file=sys.stderr, flush=True)
+    budget["switches"] = {k: v for k, v in SWITCHES.items()}
+    budget["pairs"] = pair_list
+    doc = {"chance": round(1.0 / n_way, 4), "results": results, "per_class": per_class, "pairs": pairs,
+           "budget": budget,
            "seed": args.seed,
            "wall_s": round(time.time() - started, 1)}
     print(json.dumps(doc))

@@ -10,6 +10,13 @@ combines them with the ``K_c`` support features of mean ``p_c`` into the posteri
 ``K_c = 0`` classifies from the graph alone and many shots let the images dominate.
 :func:`head_init_from_priors` turns the prior means into the linear head that MAML-family learners
 start their inner loop from (the Proto-MAML initialisation of Triantafillou et al. 2020).
+
+A prior may also carry a *metric*: non-negative feature weights ``w`` (mean 1) computed from the
+episode's class embeddings, under which queries and prototypes are compared,
+``-sum_d w_d (q_d - p_d)^2`` (:func:`weighted_squared_distance_logits`). It touches the query as
+well as the prototypes, so two classes that differ in one attribute can be compared on the
+features of that attribute (the class-conditioned channel weights of SEGA, Yang et al. 2022, on a
+Euclidean metric). All weights 1 is the plain squared Euclidean distance.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from torch import Tensor
 
 from kgmeta.errors import DataError
 
-__all__ = ["Priors", "check_priors", "head_init_from_priors", "posterior_prototypes"]
+__all__ = ["Priors", "check_priors", "head_init_from_priors", "posterior_prototypes",
+           "weighted_squared_distance_logits"]
 
 
 @dataclass
@@ -30,18 +38,23 @@ class Priors:
 
     mean: Tensor      # [n_way, d] prior mean m_c in the backbone's feature space
     strength: Tensor  # [n_way] tau_c >= 0
+    metric: Tensor | None = None  # [d] (one per episode) or [n_way, d] (per class) weights; None: all 1
 
     def __post_init__(self) -> None:
         if self.mean.dim() != 2 or self.strength.shape != (self.mean.shape[0],):
             raise DataError(f"Priors need mean [n_way, d] and strength [n_way]; got mean "
                             f"{list(self.mean.shape)} and strength {list(self.strength.shape)}")
+        if self.metric is not None and self.metric.shape not in (self.mean.shape[1:], self.mean.shape):
+            raise ValueError(f"Priors.metric must be [d] or [n_way, d] = {list(self.mean.shape)}; got "
+                             f"{list(self.metric.shape)}")
 
     @property
     def n_way(self) -> int:
         return self.mean.shape[0]
 
     def to(self, device: torch.device | str) -> "Priors":
-        return Priors(self.mean.to(device), self.strength.to(device))
+        metric = None if self.metric is None else self.metric.to(device)
+        return Priors(self.mean.to(device), self.strength.to(device), metric)
 
 
 def check_priors(priors: Priors, n_way: int, d: int) -> None:
@@ -90,3 +103,16 @@ def head_init_from_priors(priors: Priors, scale: float = 1.0) -> tuple[Tensor, T
     """
     mean = priors.mean  # [n_way, d]
     return 2.0 * scale * mean, -scale * mean.pow(2).sum(1)
+
+
+def weighted_squared_distance_logits(query_feats: Tensor, prototypes: Tensor,
+                                     weights: Tensor | None = None) -> Tensor:
+    """``-sum_d w_d (q_id - p_cd)^2`` -> ``[Q, n_way]`` for queries ``[Q, d]``, prototypes ``[n_way, d]``.
+
+    ``weights``: None (all 1: the squared Euclidean distance), ``[d]`` (one metric for the
+    episode) or ``[n_way, d]`` (class ``c`` is compared on its own weights ``w_c``).
+    """
+    diff2 = (query_feats.unsqueeze(1) - prototypes.unsqueeze(0)).pow(2)    # [Q, n_way, d]
+    if weights is not None:
+        diff2 = diff2 * weights                                           # [d] or [n_way, d] broadcast
+    return -diff2.sum(-1)

@@ -279,8 +279,43 @@ class ModelConfig(_Section):
         "transductive", "BatchNorm statistics: `transductive` (each episode's batch, the usual "
         "few-shot protocol) or `running` (running averages at test time; lets ProtoNet and "
         "fine-tune evaluation cache features, see train.feature_cache)")
+    metric: Literal["none", "episode", "class"] = _opt(
+        "none", "graph-conditioned metric (ProtoNet with conditioning kg): feature weights from "
+        "the episode's class embeddings under which support AND query features are compared; "
+        "`episode` (one weighting per episode, from the spread of its classes' embeddings), "
+        "`class` (one per class) or `none` (plain squared Euclidean)")
+    attribute_metric: float = _opt(
+        0.0, "attribute-aware metric (ProtoNet with conditioning kg and train.attribute_weight > 0): "
+        "with the prior, images are also compared on the attribute heads' outputs for the "
+        "attributes on which the episode's classes differ in the graph, and zero-shot prototypes "
+        "carry the classes' graph attributes; the value is the initial (learned) weight of that "
+        "part; 0: off", ge=0.0, le=1000.0)
+    prior_trust_hops: float | None = _opt(
+        None, "trust-aware prior: a class prior is trusted fully up to this many graph hops from "
+        "the nearest meta-train class, then its strength decays as exp(-(hops - this)) and its "
+        "mean moves to the episode's mean prior (no path: no prior); null: off", ge=0.0, le=1000.0)
 
     def _check(self) -> None:
+        if self.metric != "none" and (self.learner != "protonet" or self.conditioning != "kg"):
+            raise _KeyedError(
+                "model.metric",
+                f"model.metric={self.metric} conditions ProtoNet's distance on the graph, but "
+                f"model.learner={self.learner} and model.conditioning={self.conditioning}; set "
+                f"model.learner=protonet and model.conditioning=kg, or model.metric=none",
+                related=("model.learner", "model.conditioning"))
+        if self.attribute_metric > 0 and (self.learner != "protonet" or self.conditioning != "kg"):
+            raise _KeyedError(
+                "model.attribute_metric",
+                f"model.attribute_metric={self.attribute_metric:g} compares ProtoNet's images on graph "
+                f"attributes, but model.learner={self.learner} and model.conditioning="
+                f"{self.conditioning}; set model.learner=protonet and model.conditioning=kg, or "
+                f"model.attribute_metric=0", related=("model.learner", "model.conditioning"))
+        if self.prior_trust_hops is not None and self.conditioning != "kg":
+            raise _KeyedError(
+                "model.prior_trust_hops",
+                f"model.prior_trust_hops={self.prior_trust_hops:g} weighs the graph prior, but "
+                f"model.conditioning=none has none; set model.conditioning=kg or "
+                f"model.prior_trust_hops=null", related=("model.conditioning",))
         if self.freeze != "none" and self.freeze != "0" and self.weights_path is None:
             raise _KeyedError(
                 "model.freeze",
@@ -313,6 +348,10 @@ class TrainConfig(_Section):
         0.1, "weight of the loss pulling prior means toward seen-class visual means", ge=0.0)
     link_weight: float = _opt(
         0.0, "weight of the ontology link-prediction loss; 0: off", ge=0.0)
+    attribute_weight: float = _opt(
+        0.0, "weight of an auxiliary loss in which a linear head on the backbone's features "
+        "predicts each training image's class attributes read from the ontology's typed edges "
+        "(finding site, morphology, ..., any typed relation, and is-a ancestors); 0: off", ge=0.0)
     grad_clip: float | None = _opt(
         10.0, "largest global gradient norm; null: no clipping", gt=0.0)
     val_every: int = _opt(30, "validate every this many steps", ge=1)

@@ -356,10 +356,30 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
         if missing:
             raise ConfigError(f"model.conditioning=kg but classes {missing[:5]} have no ontology node; "
                               f"map them in data.classes or set model.conditioning=none")
+    attribute_head = None
+    if m.attribute_metric > 0 and cfg.train.attribute_weight <= 0:
+        raise ConfigError(f"model.attribute_metric={m.attribute_metric:g} compares images on the attribute "
+                          f"heads, which train.attribute_weight=0 leaves untrained; set "
+                          f"train.attribute_weight > 0 (e.g. 1) or model.attribute_metric=0")
+    if cfg.train.attribute_weight > 0:
+        from kgmeta.attributes import AttributeHead, attribute_table
+
+        train_iris = [dataset.class_iris[c] for c in splits["train"] if dataset.class_iris[c] in kg.index]
+        table = attribute_table(kg, train_iris)
+        if not train_iris or table.num_columns == 0:
+            raise ConfigError(f"train.attribute_weight={cfg.train.attribute_weight:g} but the meta-train "
+                              f"classes have no attribute that varies among them in the ontology (no "
+                              f"typed edge or ancestor that some have and others lack); set "
+                              f"train.attribute_weight=0")
+        attribute_head = AttributeHead(backbone.out_dim, table)
     model = KGMetaModel(learner, kg if encoder is not None else None, encoder,
                         align_weight=cfg.train.align_weight, link_weight=cfg.train.link_weight,
                         decouple=cfg.train.decouple_prior, zero_shot_weight=cfg.train.zero_shot_weight,
-                        maml_vmap=cfg.train.maml_vmap, vmap_chunk=cfg.train.vmap_chunk)
+                        maml_vmap=cfg.train.maml_vmap, vmap_chunk=cfg.train.vmap_chunk,
+                        metric=m.metric, prior_trust_hops=m.prior_trust_hops,
+                        attribute_head=attribute_head, attribute_weight=cfg.train.attribute_weight,
+                        attribute_metric=m.attribute_metric)
+    model.set_seen_classes([dataset.class_iris[c] for c in splits["train"] if dataset.class_iris[c]])
     if g.pretrain_epochs > 0 and encoder is not None and init and init_from is None:
         from kgmeta.gnn import pretrain_link_prediction
 

@@ -26,11 +26,15 @@ from kgmeta.episodes import Episode
 from kgmeta.errors import DataError
 
 if TYPE_CHECKING:
+    from kgmeta.attributes import AttributeHead
     from kgmeta.gnn import GraphEncoder
     from kgmeta.graph import KnowledgeGraph
     from kgmeta.learners.base import Learner
 
-__all__ = ["KGMetaModel", "PriorHead", "class_visual_means", "prior_only"]
+__all__ = ["KGMetaModel", "MetricHead", "PriorHead", "class_visual_means", "prior_only", "trust_weights"]
+
+METRIC_MODES = ("none", "episode", "class")
+"""Values of ``model.metric``: no conditioned metric, one per episode, one per class."""
 
 
 class PriorHead(nn.Module):
@@ -56,6 +60,55 @@ class PriorHead(nn.Module):
     def forward(self, z: Tensor) -> Priors:
         # z: [n, e] -> mean [n, d], strength [n]
         return Priors(mean=self.mean(z), strength=F.softplus(self.strength(z)).squeeze(1))
+
+
+class MetricHead(nn.Module):
+    """Feature weights ``w >= 0`` (mean 1 over the ``d`` features) from an episode's class embeddings.
+
+    Each class embedding ``z_c`` goes through a two-layer MLP to ``h_c [H]``. ``mode="episode"``
+    reads the mean and the spread of ``h`` over the episode's classes (the spread says which
+    directions tell THESE classes apart) and gives one ``w [d]`` for the episode;
+    ``mode="class"`` gives ``w_c [n_way, d]`` from ``h_c`` and ``h_c - mean(h)``. The last layer
+    starts at zero, so a new head gives ``w = 1``: the plain squared Euclidean metric.
+
+    Args:
+        embed_dim: size ``e`` of the GNN embeddings.
+        feat_dim: size ``d`` of the backbone features.
+        mode: ``"episode"`` or ``"class"``.
+        hidden: width ``H``.
+    """
+
+    def __init__(self, embed_dim: int, feat_dim: int, mode: str = "episode", hidden: int = 128) -> None:
+        super().__init__()
+        if mode not in ("episode", "class"):
+            raise ValueError(f"MetricHead mode must be 'episode' or 'class', got {mode!r}")
+        self.mode = mode
+        self.embed = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.out = nn.Linear(2 * hidden, feat_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: Tensor) -> Tensor:
+        # z: [n_way, e] -> w: [d] (episode) or [n_way, d] (class), each row of mean 1
+        h = self.embed(z)                                                      # [n_way, H]
+        centre = h.mean(0, keepdim=True)                                       # [1, H]
+        if self.mode == "episode":
+            spread = (h - centre).pow(2).mean(0, keepdim=True).add(1e-8).sqrt()  # [1, H]
+            raw = self.out(torch.cat([centre, spread], 1)).squeeze(0)          # [d]
+        else:
+            raw = self.out(torch.cat([h, h - centre], 1))                      # [n_way, d]
+        w = 2.0 * torch.sigmoid(raw)                                           # 1 at initialisation
+        return w / w.mean(-1, keepdim=True)
+
+
+def trust_weights(hops: Tensor, trusted_hops: float) -> Tensor:
+    """Trust ``t in [0, 1]`` of a class prior from its hop distance to the nearest meta-train class.
+
+    ``t = 1`` within ``trusted_hops``, then ``exp(-(hops - trusted_hops))``: ``0`` for a class with
+    no path to any training class. Shapes: ``hops [n]`` float (``inf`` allowed) -> ``[n]``.
+    """
+    excess = (hops - float(trusted_hops)).clamp(min=0.0)
+    return torch.exp(-excess)
 
 
 def prior_only(loss: Tensor, priors: Sequence[Priors]) -> Tensor:
@@ -117,13 +170,30 @@ class KGMetaModel(nn.Module):
             ``torch.func.vmap`` (:func:`kgmeta.learners.maml.maml_vmap_loss`; same losses and
             gradients as the per-task loop); ignored by other learners.
         vmap_chunk: tasks vectorised at a time under ``maml_vmap``; None: all.
+        metric: ``"none"``, or a :class:`MetricHead` mode (``"episode"``, ``"class"``): feature
+            weights from the episode's class embeddings under which ProtoNet compares support
+            and query features (:attr:`kgmeta.conditioning.Priors.metric`).
+        prior_trust_hops: None, or the hop distance to the nearest meta-train class up to which
+            a prior is fully trusted; beyond it :func:`trust_weights` shrinks ``tau_c`` toward 0
+            and ``m_c`` toward the episode's mean prior (see :meth:`set_seen_classes`).
+        attribute_head: predicts each image's class attributes from its features (an auxiliary
+            loss of weight ``attribute_weight`` during training); None: off.
+        attribute_weight: weight of that loss.
+        attribute_metric: 0 (off), or the initial weight of a
+            :class:`~kgmeta.attributes.AttributeMetric`: with the prior, ProtoNet also compares
+            images on the attribute detectors of ``attribute_head`` for the attributes on which the
+            episode's classes differ in the graph, and prior means carry the graph's attribute
+            values (needs ``attribute_head`` and a ProtoNet learner).
     """
 
     def __init__(self, learner: "Learner", kg: "KnowledgeGraph | None" = None,
                  encoder: "GraphEncoder | None" = None, prior_head: PriorHead | None = None,
                  align_weight: float = 0.1, link_weight: float = 0.0, link_batch: int = 512,
                  decouple: bool = False, zero_shot_weight: float = 0.0, maml_vmap: bool = False,
-                 vmap_chunk: int | None = None) -> None:
+                 vmap_chunk: int | None = None, metric: str = "none",
+                 prior_trust_hops: float | None = None,
+                 attribute_head: "AttributeHead | None" = None, attribute_weight: float = 0.0,
+                 attribute_metric: float = 0.0) -> None:
         super().__init__()
         if (kg is None) != (encoder is None):
             raise DataError("KGMetaModel needs both a knowledge graph and an encoder, or neither")
@@ -145,6 +215,58 @@ class KGMetaModel(nn.Module):
             from kgmeta.gnn import DistMult
 
             self.link_scorer = DistMult(kg.num_base_relations, encoder.out_dim)
+        if metric not in METRIC_MODES:
+            raise ValueError(f"metric must be one of {METRIC_MODES}, got {metric!r}")
+        self.metric_head = None
+        if encoder is not None and metric != "none":
+            self.metric_head = MetricHead(encoder.out_dim, learner.backbone.out_dim, metric)
+        if prior_trust_hops is not None and prior_trust_hops < 0:
+            raise ValueError(f"prior_trust_hops={prior_trust_hops} must be >= 0 or None")
+        self.prior_trust_hops = prior_trust_hops
+        self.seen_hops: Tensor | None = None   # [num_nodes] hops to the nearest meta-train class
+        self.attribute_head = attribute_head
+        self.attribute_weight = float(attribute_weight)
+        self.attribute_metric = None
+        if attribute_metric > 0:
+            if attribute_head is None or encoder is None or learner.adapts_backbone:
+                raise ValueError("attribute_metric needs an attribute_head, a graph encoder and a learner "
+                                 "that does not adapt its backbone (ProtoNet)")
+            from kgmeta.attributes import AttributeMetric
+
+            self.attribute_metric = AttributeMetric(attribute_metric)
+
+    @property
+    def graph_modules(self) -> list[nn.Module]:
+        """The parts trained at ``train.prior_lr``: GNN, prior head, link scorer, metric head."""
+        return [m for m in (self.encoder, self.prior_head, self.link_scorer, self.metric_head,
+                            self.attribute_metric) if m is not None]
+
+    @property
+    def extra_modules(self) -> list[nn.Module]:
+        """Parts outside the learner trained at the learner's rate (the attribute head)."""
+        return [m for m in (self.attribute_head,) if m is not None]
+
+    def seen_classes(self) -> list[str]:
+        """IRIs recorded by :meth:`set_seen_classes` (empty before it is called)."""
+        if self.kg is None or self.seen_hops is None:
+            return []
+        return [self.kg.iris[r] for r in (self.seen_hops == 0).nonzero().flatten().tolist()]
+
+    def set_seen_classes(self, iris: Sequence[str]) -> None:
+        """Record the meta-train classes: the trust of a prior falls with its class's undirected
+        hop distance to the nearest of them (:func:`trust_weights`). Classes not in the graph are
+        skipped; call again after the graph changes."""
+        if self.kg is None:
+            return
+        from scipy.sparse.csgraph import shortest_path
+
+        rows = sorted({self.kg.index[i] for i in iris if i in self.kg.index})
+        if not rows:
+            self.seen_hops = torch.full((self.kg.num_nodes,), math.inf)
+            return
+        dist = shortest_path(self.kg._adjacency(), method="D", directed=False, unweighted=True,
+                             indices=rows)                                   # [len(rows), N]
+        self.seen_hops = torch.as_tensor(dist.min(0), dtype=torch.float32)  # [N]
 
     @property
     def conditioned(self) -> bool:
@@ -177,7 +299,46 @@ class KGMetaModel(nn.Module):
             return None
         if z is None:
             z = self.graph_embeddings()
-        return self.prior_head(z[self.rows(iris).to(z.device)])   # mean [n_way, d], strength [n_way]
+        rows = self.rows(iris).to(z.device)
+        zc = z[rows]                                                   # [n_way, e]
+        priors = self.prior_head(zc)                                   # mean [n_way, d], strength [n_way]
+        if self.prior_trust_hops is not None and self.seen_hops is not None:
+            t = trust_weights(self.seen_hops.to(z.device)[rows], self.prior_trust_hops)  # [n_way]
+            t = t.to(priors.mean.dtype).unsqueeze(1)                                    # [n_way, 1]
+            centre = priors.mean.mean(0, keepdim=True)                                  # [1, d]
+            # an untrusted prior says nothing: its mean moves to the episode's mean prior and its
+            # strength to (almost) 0, so shots decide alone and all-untrusted zero-shot is chance
+            priors = Priors(t * priors.mean + (1.0 - t) * centre,
+                            (priors.strength * t.squeeze(1)).clamp(min=1e-6))
+        if self.metric_head is not None:
+            priors.metric = self.metric_head(zc)                       # [d] or [n_way, d]
+        return priors
+
+    def view(self, feats: Tensor, iris: Sequence[str | None], priors: Priors | None) -> tuple[Tensor, Priors | None]:
+        """What ProtoNet compares with the prior: ``feats [B, d]`` and ``priors`` unchanged, or
+        with :attr:`attribute_metric` the features ``[B, d + V]`` extended by the graph-selected
+        attribute detectors and the priors by the classes' graph attributes (a ``[d]`` or
+        ``[n_way, d]`` metric is padded with ones)."""
+        if self.attribute_metric is None or priors is None:
+            return feats, priors
+        out, mean = self.attribute_metric(self.attribute_head, feats, priors.mean, iris)
+        metric = priors.metric
+        if metric is not None:
+            pad = metric.new_ones(metric.shape[:-1] + (out.shape[1] - feats.shape[1],))
+            metric = torch.cat([metric, pad], -1)
+        return out, Priors(mean, priors.strength, metric)
+
+    def attribute_loss(self, episode: "Episode", feats: Tensor | None = None) -> Tensor | None:
+        """Masked BCE of the episode's images' class attributes (None when off, not training, or
+        no attribute of the episode's classes is known). ``feats``: ``[S+Q, d]`` support then
+        query features when the learner computed them (else embedded here)."""
+        if self.attribute_head is None or not self.training or self.attribute_weight <= 0:
+            return None
+        if feats is None:
+            feats = self.backbone(torch.cat([episode.support_images, episode.query_images]))
+        labels = torch.cat([episode.support_labels, episode.query_labels])       # [S+Q]
+        return self.attribute_head.loss(feats, episode.class_iris, labels)
+
 
     def episode_loss(self, episode: "Episode", z: Tensor | None = None, use_prior: bool = True, *,
                      feats: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -202,7 +363,8 @@ class KGMetaModel(nn.Module):
 
         ``episode``: the loss with priors (when any); ``plain``: without them (``decouple``:
         the only loss that trains the backbone); ``zero_shot``: the queries against the priors
-        alone; ``align``. Under ``decouple`` the losses with priors train the GNN and prior head
+        alone; ``align``; ``attributes`` (the attribute heads' loss, which trains the backbone
+        too). Under ``decouple`` the losses with priors train the GNN and prior head
         only: a learner that does not adapt its backbone sees detached features there, another
         one's losses go through :func:`prior_only`. ``batched``: the episode's loss with priors
         zero-shot loss and loss without priors already computed by the learner's
@@ -216,8 +378,10 @@ class KGMetaModel(nn.Module):
         if not learner.adapts_backbone:  # every loss, alignment included, from one backbone pass
             feats = learner.embed(episode) if feats is None else feats            # [S+Q, d]
             held = feats.detach() if split else feats
-            loss, logits = learner.loss(episode, priors, feats=held)
-            zero = (learner.loss(_without_shots(episode), priors, feats=held[episode.support_images.shape[0]:])[0]
+            # with attribute_metric: [S+Q, d + V] features and priors extended by graph attributes
+            held, compared = self.view(held, episode.class_iris, priors)
+            loss, logits = learner.loss(episode, compared, feats=held)
+            zero = (learner.loss(_without_shots(episode), compared, feats=held[episode.support_images.shape[0]:])[0]
                     if want_zero else None)
             plain = learner.loss(episode, None, feats=feats)[0] if split and has_shots else None
         else:
@@ -241,6 +405,9 @@ class KGMetaModel(nn.Module):
         align = self.align_loss(episode, priors, feats)
         if align is not None:
             parts["align"] = align
+        attributes = self.attribute_loss(episode, feats)
+        if attributes is not None:
+            parts["attributes"] = attributes
         return parts, logits
 
     def _combine(self, parts: dict[str, Tensor]) -> Tensor:
@@ -252,6 +419,8 @@ class KGMetaModel(nn.Module):
             loss = loss + self.zero_shot_weight * parts["zero_shot"]
         if "align" in parts:
             loss = loss + self.align_weight * parts["align"]
+        if "attributes" in parts:
+            loss = loss + self.attribute_weight * parts["attributes"]
         return loss
 
     def align_loss(self, episode: "Episode", priors: Priors | None,

@@ -234,16 +234,15 @@ class _ScalarLog:
 
 def _model_parameters(model: KGMetaModel) -> list[torch.nn.Parameter]:
     params = list(model.learner.outer_parameters())
-    for part in (model.encoder, model.prior_head, model.link_scorer):
-        if part is not None:
-            params += [p for p in part.parameters() if p.requires_grad]
+    for part in model.graph_modules + model.extra_modules:
+        params += [p for p in part.parameters() if p.requires_grad]
     return params
 
 
 def _optimizer(model: KGMetaModel, params: list[torch.nn.Parameter], t: Any) -> torch.optim.Adam:
-    """Adam with the GNN and prior head at ``train.prior_lr``, everything else at ``train.lr``."""
-    prior = {id(p) for part in (model.encoder, model.prior_head, model.link_scorer) if part is not None
-             for p in part.parameters()}
+    """Adam with the graph parts (:attr:`KGMetaModel.graph_modules`: GNN, prior head, metric
+    heads) at ``train.prior_lr``, everything else at ``train.lr``."""
+    prior = {id(p) for part in model.graph_modules for p in part.parameters()}
     groups = [{"params": [p for p in params if id(p) not in prior]},
               {"params": [p for p in params if id(p) in prior], "lr": t.prior_lr}]
     return torch.optim.Adam([g for g in groups if g["params"]], lr=t.lr, weight_decay=t.weight_decay)

@@ -60,7 +60,11 @@ def extend_graph(exp: Experiment, ontology: Any) -> list[str]:
     added = [iri for iri in kg.iris if iri not in old.index]
     exp.ontology, exp.kg = ontology, kg
     if exp.model.conditioned:
+        seen = exp.model.seen_classes()
         exp.model.kg = kg
+        exp.model.set_seen_classes(seen)   # hop distances over the extended graph
+    if exp.model.attribute_head is not None:
+        exp.model.attribute_head.retarget(kg)   # new nodes' attributes, over the trained columns
     return added
 
 

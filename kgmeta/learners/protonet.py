@@ -4,7 +4,9 @@ NeurIPS 2017).
 Embeds support and query images with the backbone, takes each class's prototype and scores a query
 by the negative squared Euclidean distance to every prototype. With graph priors the prototype is
 the posterior mean ``(tau_c m_c + K_c p_c) / (tau_c + K_c)`` of :mod:`kgmeta.conditioning`, so a
-class with no shots is classified from its prior mean alone.
+class with no shots is classified from its prior mean alone. Priors may carry a metric
+(:attr:`kgmeta.conditioning.Priors.metric`, feature weights from the graph) under which the query
+is compared with the prototypes; without one the distance is the plain squared Euclidean.
 
 Support and query images go through the backbone as ONE batch: with transductive BatchNorm
 (``bn_mode="transductive"``) both are then normalised by the same statistics, so support features,
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kgmeta.conditioning import posterior_prototypes
+from kgmeta.conditioning import posterior_prototypes, weighted_squared_distance_logits
 from kgmeta.learners.base import Learner
 
 if TYPE_CHECKING:
@@ -49,5 +51,6 @@ class ProtoNet(Learner):
             feats = self.embed(episode)                                              # [S+Q, d]
         support_feats, query_feats = feats[:n_support], feats[n_support:]            # [S, d], [Q, d]
         protos = posterior_prototypes(support_feats, episode.support_labels, episode.n_way, priors)
-        logits = squared_euclidean_logits(query_feats, protos)                       # [Q, n_way]
+        metric = None if priors is None else priors.metric                          # [d] / [n_way, d] / None
+        logits = weighted_squared_distance_logits(query_feats, protos, metric)      # [Q, n_way]
         return F.cross_entropy(logits, episode.query_labels), logits
