@@ -33,7 +33,8 @@ learner meta-trains it and the graph prior lives in its output space. ``freeze``
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet1
 PRETRAIN_FORMAT = "kgmeta-pretrain-1"
 _WRAPPER_KEYS = ("state_dict", "model", "backbone_state_dict", "state_dict_ema", "model_ema")
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, then torch.compile
+_logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- reading weight files
@@ -65,8 +68,14 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
     ``.safetensors`` files are read with safetensors; anything else with
     ``torch.load(..., weights_only=True)``. A dict holding ``state_dict`` / ``model`` (timm and
-    kgmeta checkpoints) is unwrapped, and a ``module.`` prefix (DataParallel) is removed.
+    kgmeta checkpoints) is unwrapped, and a ``module.`` prefix (DataParallel and
+    DistributedDataParallel) or ``_orig_mod.`` prefix (``torch.compile``) on every key is removed.
     """
+    return _read_state(path)[0]
+
+
+def _read_state(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
+    """(:func:`read_state_dict`'s tensors, the key prefixes that were stripped)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"weights_path={str(path)!r} does not exist; give a local weights file "
@@ -89,9 +98,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(f"weights_path={str(path)!r} holds no state dict of tensors; save one with "
                           f"torch.save(model.state_dict(), path)")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+    stripped = []
+    for prefix in _WRAPPER_PREFIXES:  # e.g. module._orig_mod.x (a compiled model under DDP)
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            stripped.append(prefix)
+    return dict(state), stripped
 
 
 # ----------------------------------------------------------------------------- models
@@ -334,24 +346,32 @@ def _candidates(trunk: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def load_weights(trunk: nn.Module, path: str | Path, name: str = "the backbone") -> nn.Module:
+def load_weights(trunk: nn.Module, path: str | Path, name: str = "the backbone",
+                 log: Callable[[str], None] | None = None) -> nn.Module:
     """Load the local weights file ``path`` into ``trunk`` (or the timm / torchvision model in it,
     whichever its keys fit), checking every key and shape.
 
     Classifier weights the trunk does not have (``fc.*``, ``head.*``, ``classifier.*``) are
     dropped; BatchNorm statistics are dropped when the trunk keeps none (``bn_mode=transductive``);
-    a 3-channel stem is summed over its input channels for other channel counts. Any other missing
-    or unexpected key, or a wrong shape, is a ConfigError naming the keys. Returns the module
-    loaded into.
+    a 3-channel stem is summed over its input channels for other channel counts; a ``module.``
+    prefix (DataParallel / DDP checkpoints) is stripped. Any other missing or unexpected key, or a
+    wrong shape, is a ConfigError naming the keys. One line saying which file was loaded into
+    what, how many tensors matched and what was dropped or stripped goes to ``log`` (default: the
+    ``kgmeta.pretrained`` logger at INFO). Returns the module loaded into.
     """
-    state = read_state_dict(path)
+    state, stripped = _read_state(path)
+    in_file = len(state)
     best = max(_candidates(trunk), key=lambda c: len(set(state) & set(c[1].state_dict())))
     target = best[1]
     expected = target.state_dict()
     head = ("fc.", "head.", "classifier.", "head_dist.", "last_linear.")
-    state = {k: v for k, v in state.items() if k in expected or not k.startswith(head)}
+    kept = {k: v for k, v in state.items() if k in expected or not k.startswith(head)}
+    n_head = len(state) - len(kept)
+    state = kept
+    n_stats = 0
     if not any(k.endswith(_BN_STATS[0]) for k in expected):
-        state = {k: v for k, v in state.items() if not k.endswith(_BN_STATS)}
+        kept = {k: v for k, v in state.items() if not k.endswith(_BN_STATS)}
+        n_stats, state = len(state) - len(kept), kept
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -371,6 +391,15 @@ def load_weights(trunk: nn.Module, path: str | Path, name: str = "the backbone")
         raise ConfigError(f"weights_path={str(path)!r} has wrong tensor shapes for {name}: {bad[:3]}; "
                           f"give weights saved from {name}")
     target.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    dropped = [f"{n} {what}" for n, what in ((n_head, "classifier tensors"),
+                                             (n_stats, "BatchNorm statistics (bn_mode=transductive keeps none)"))
+               if n]
+    note = (f"weights {path}: {len(state)} of {in_file} tensors loaded into {name}"
+            f"{' (' + type(target).__name__ + ')' if target is not trunk else ''}, all "
+            f"{len(expected)} of its tensors matched"
+            + (f"; dropped {', '.join(dropped)}" if dropped else "")
+            + (f"; stripped the key prefix {' and '.join(repr(p) for p in stripped)}" if stripped else ""))
+    (log or _logger.info)(note)
     return target
 
 
@@ -390,11 +419,13 @@ def _use_running_stats(module: nn.Module, running: bool) -> None:
 def build_model_backbone(name: str, in_channels: int = 3, image_size: int = 64, *,
                          bn_mode: str = "transductive", weights_path: str | Path | None = None,
                          freeze_mode: str | int = "none", adapter: str = "none", adapter_dim: int = 128,
-                         input_size: int | None = None) -> nn.Module:
+                         input_size: int | None = None,
+                         log: Callable[[str], None] | None = None) -> nn.Module:
     """The backbone of ``model.*``: built by name, weights from ``weights_path``, frozen and adapted.
 
-    Returns a plain :class:`~kgmeta.backbones.Backbone` for a kgmeta backbone without freezing,
-    adapter or weights; else an :class:`AdaptedBackbone` (``out_dim`` set either way).
+    ``log`` receives :func:`load_weights`' line on the loaded file. Returns a plain
+    :class:`~kgmeta.backbones.Backbone` for a kgmeta backbone without freezing, adapter or
+    weights; else an :class:`AdaptedBackbone` (``out_dim`` set either way).
     """
     if bn_mode not in BN_MODES:
         raise ConfigError(f"bn_mode={bn_mode!r} is not valid; choose one of {list(BN_MODES)}")
@@ -418,7 +449,7 @@ def build_model_backbone(name: str, in_channels: int = 3, image_size: int = 64, 
         trunk, dim = _external(name, in_channels, image_size, input_size, spatial=(adapter == "conv1x1"))
         _use_running_stats(trunk, bn_mode == "running" or freeze_mode == "all")
     if weights_path is not None:
-        load_weights(trunk, weights_path, name)
+        load_weights(trunk, weights_path, name, log=log)
     if plain and not external:
         return trunk
     mode = "running" if freeze_mode == "all" else bn_mode

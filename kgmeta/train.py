@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from kgmeta.errors import CheckpointError, ConfigError, TrainingError
 from kgmeta.metrics import EpisodeMetrics, mean_ci95
 from kgmeta.limits import check_memory, format_bytes
 from kgmeta.model import KGMetaModel
+from kgmeta.sanity import SaturationWatch, split_warnings
 from kgmeta.runs import (MetricsLog, append_line, check_run_dir, load_checkpoint, new_run_dir,
                          save_checkpoint, write_json)
 
@@ -209,6 +210,8 @@ class Experiment:
         run_classes: when ``dataset`` is not the run's own (a trained run evaluated on new data,
             :mod:`kgmeta.transfer`), the IRIs of the run's own classes per split; then
             :meth:`class_iris` answers for the run, not for ``splits``.
+        notes: what :func:`build` reports for the run's log (which weights file was loaded and
+            how many tensors matched).
     """
 
     cfg: RunConfig
@@ -219,6 +222,7 @@ class Experiment:
     model: KGMetaModel
     device: torch.device
     run_classes: dict[str, list[str]] | None = None
+    notes: list[str] = field(default_factory=list)  # lines for the run's log (e.g. weights loaded)
 
     def class_iris(self, split: str) -> list[str]:
         """Ontology IRIs of the run's classes of ``split`` (``"train"``: the meta-train classes)."""
@@ -410,9 +414,10 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
     m = cfg.model
     from kgmeta.pretrained import build_model_backbone
 
+    notes: list[str] = []
     backbone = build_model_backbone(m.backbone, cfg.data.channels, cfg.data.image_size, bn_mode=m.bn_mode,
                                     weights_path=m.weights_path, freeze_mode=m.freeze, adapter=m.adapter,
-                                    adapter_dim=m.adapter_dim, input_size=m.input_size)
+                                    adapter_dim=m.adapter_dim, input_size=m.input_size, log=notes.append)
     kw: dict[str, Any] = {}
     if m.learner in ("maml", "fomaml", "anil", "reptile"):
         kw = {"inner_steps": m.inner_steps, "inner_lr": m.inner_lr}
@@ -445,7 +450,7 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
         from kgmeta.gnn import pretrain_link_prediction
 
         pretrain_link_prediction(encoder, kg, epochs=g.pretrain_epochs, seed=cfg.train.seed)
-    exp = Experiment(cfg, ontology, kg, dataset, splits, model.to(dev), dev)
+    exp = Experiment(cfg, ontology, kg, dataset, splits, model.to(dev), dev, notes=notes)
     if init and init_from is not None:
         _init_weights(exp, init_from)
     return exp
@@ -671,6 +676,11 @@ class _RunLog:
         if not self.quiet:
             tqdm.write(message, file=sys.stderr)
 
+    def warn(self, message: str) -> None:
+        """A warning: to ``train.log`` and, even when quiet, to stderr as ``kgmeta: warning: ...``."""
+        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} warning: {message}", "to the log")
+        tqdm.write(f"kgmeta: warning: {message}", file=sys.stderr)
+
 
 class _ScalarLog:
     """Scalars to TensorBoard (``<run>/tensorboard``) and, if asked, to Weights & Biases."""
@@ -761,7 +771,7 @@ def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
     """(config, run folder, checkpoint state to resume or None); creates the folder."""
     if resume is not None:
         run_dir = check_run_dir(resume)
-        saved = load_config(run_dir / "config.yaml")
+        saved = load_config(run_dir / "config.yaml", paths_from_file=False)  # as written at the time
         last = run_dir / "checkpoints" / "last.pt"
         state = load_checkpoint(last)
         cfg = saved if cfg is None else cfg
@@ -832,6 +842,8 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     if ctx.active and (device is None and resolve_device(cfg.train.device).type == "cuda"):
         device = f"cuda:{ctx.local_rank}"
     exp = build(cfg, device, like=load_run_graph(run_dir), init=state is None)
+    for note in exp.notes:
+        log(note)
     if ctx.is_main and not (run_dir / GRAPH_FILE).is_file():
         save_run_graph(run_dir, exp.kg)
     t = cfg.train
@@ -863,6 +875,11 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         f"{len(exp.splits['test'])} train/val/test classes; learner {cfg.model.learner}, "
         f"conditioning {cfg.model.conditioning}, device {exp.device}"
         + (f", {ctx.world} processes" if ctx.active else ""))
+    warn = getattr(log, "warn", log)
+    for line in split_warnings(exp.dataset.class_names, exp.dataset.class_iris, exp.splits,
+                               cfg.episodes.n_way, exp.ontology.curie):
+        warn(line)
+    saturation = SaturationWatch()
     zero_p = cfg.episodes.zero_shot_prob if model.conditioned else 0.0
     sampler = _sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
     val_specs = (eval_specs(exp, "val", cfg.episodes.k_shot, cfg.episodes.val_episodes, t.seed + 2)
@@ -926,6 +943,9 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
                                                            "config": config_to_dict(cfg)})
                 log(f"step {done}: loss {value:.4f}, meta-val accuracy {val['accuracy'][0]:.3f}"
                     f" (best {best_val:.3f} at step {best_step})")
+                note = saturation.update(val["accuracy"][0], done)
+                if note:
+                    warn(note)
             metrics_log.write(record)
             if writer is not None:
                 writer.write(record)
@@ -1025,7 +1045,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = 
     run_dir = check_run_dir(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir}: no config.yaml; pass a run folder written by kgmeta train")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / "config.yaml", paths_from_file=False)  # paths as written at the time
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint == "best" and not path.exists():
         path = run_dir / "checkpoints" / "last.pt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,30 @@ SMOKE = str(CONFIGS / "smoke.yaml")
 def test_every_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.name
+
+
+def _input_paths(cfg) -> list[str]:
+    return [p for p in (*cfg.ontology.paths, *cfg.data.roots, cfg.data.classes, cfg.model.weights_path,
+                        cfg.train.init_from, *cfg.pretrain.images, cfg.pretrain.out)
+            if p is not None and not p.startswith("builtin:")]
+
+
+def test_shipped_configs_fit_a_fresh_clone_from_any_folder(tmp_path: Path, monkeypatch) -> None:
+    """A clone beside ../shared: every path of every shipped config lands in the clone or in
+    shared/data, whatever the working folder (paths are relative to the config file)."""
+    clone, shared = tmp_path / "kgmeta", tmp_path / "shared" / "data"
+    shutil.copytree(CONFIGS, clone / "configs")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for path in sorted((clone / "configs").glob("*.yaml")):
+        for p in _input_paths(load_config(path)):
+            assert Path(p).is_relative_to(clone) or Path(p).is_relative_to(shared), (path.name, p)
+    doid = load_config(clone / "configs" / "folders-doid.yaml")
+    assert doid.data.classes == str(shared / "real_dev" / "classes.tsv")
+    assert doid.ontology.paths[0] == str(shared / "ontologies" / "doid" / "doid_2016-09-01.obo")
+    assert doid.data.roots[0] == str(shared / "real_dev" / "mednist")
+    medmnist = load_config(CONFIGS / "medmnist.yaml")  # the shipped map is found in the repository
+    assert Path(medmnist.data.classes).is_file()
 
 
 def test_default_yaml_is_the_builtin_default() -> None:
