@@ -258,7 +258,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     results = evaluate_run(args.run, shots=shots, episodes=args.episodes,
                            split=args.split or "test", device=args.device, quiet=args.quiet)
-    print(json.dumps(results, indent=2, default=str) if args.json else format_results(results))
+    print(json.dumps(results, indent=2, default=str) if args.json
+          else f"{format_results(results)}\nwritten to {results['written_to']}")
     return 0
 
 
@@ -285,7 +286,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 def _evaluate_robustness(args: argparse.Namespace) -> int:
     from kgmeta.robustness import evaluate_robustness, format_robustness, parse_epsilons
-    from kgmeta.runs import write_json
+    from kgmeta.runs import fresh_path, write_json
     from kgmeta.train import load_run
 
     from kgmeta.robustness import CORRUPTIONS
@@ -322,17 +323,18 @@ def _evaluate_robustness(args: argparse.Namespace) -> int:
                                  epsilons=epsilons, norm=args.norm,
                                  steps=args.attack_steps, corruptions=corruptions, severities=severities,
                                  use_prior=not args.no_prior, progress=not args.quiet)
-    write_json(Path(args.run) / f"robustness-{split}.json", result)
+    write_json(fresh_path(Path(args.run) / f"robustness-{split}.json"), result)
     from kgmeta.plots import plot_robustness
 
-    plot_robustness(result, Path(args.run) / "plots" / f"robustness-{split}.png", title=Path(args.run).name)
+    plot_robustness(result, fresh_path(Path(args.run) / "plots" / f"robustness-{split}.png"),
+                    title=Path(args.run).name)
     print(json.dumps(result, indent=2, default=str) if args.json else format_robustness(result))
     return 0
 
 
 def _evaluate_protocol(args: argparse.Namespace) -> int:
     from kgmeta.robustness import cross_validate, format_robustness, leave_one_dataset_out
-    from kgmeta.runs import write_json
+    from kgmeta.runs import fresh_path, write_json
 
     if args.run is not None:
         raise KGMetaError(f"--protocol {args.protocol} trains one model per fold from a config; drop the "
@@ -350,7 +352,7 @@ def _evaluate_protocol(args: argparse.Namespace) -> int:
                                 group_depth=args.group_depth, out_dir=args.out, quiet=args.quiet)
     else:
         result = leave_one_dataset_out(cfg, out_dir=args.out, quiet=args.quiet)
-    write_json(Path(args.out) / f"{args.protocol}.json", result)
+    write_json(fresh_path(Path(args.out) / f"{args.protocol}.json"), result)
     print(json.dumps(result, indent=2, default=str) if args.json else format_robustness(result))
     return 0
 

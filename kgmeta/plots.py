@@ -41,7 +41,7 @@ from matplotlib.lines import Line2D
 
 from kgmeta.errors import KGMetaError
 from kgmeta.metrics import confusion_matrix
-from kgmeta.runs import atomic_write
+from kgmeta.runs import atomic_write, fresh_path
 
 if TYPE_CHECKING:
     from kgmeta.train import Experiment
@@ -181,9 +181,10 @@ def plot_robustness(result: dict[str, Any], path: Path, title: str = "") -> Path
 
 
 def _shot_results(run_dir: Path) -> dict[str, Any] | None:
-    """The test results of ``summary.json`` or ``eval-test.json``, whichever was written last."""
+    """The test results of ``summary.json`` or ``eval-test*.json``, whichever was written last."""
     found = []
-    for name, pick in (("summary.json", lambda d: d.get("test")), ("eval-test.json", lambda d: d)):
+    evals = [(p.name, lambda d: d) for p in run_dir.glob("eval-test*.json")]
+    for name, pick in (("summary.json", lambda d: d.get("test")), *evals):
         p = run_dir / name
         if not p.is_file():
             continue
@@ -420,6 +421,9 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
              log: Callable[[str], None] | None = None, episodes: int = 100) -> list[Path]:
     """Write every figure that the run folder allows into ``<run_dir>/plots/``.
 
+    A figure already there is never replaced (training wrote it, or an earlier call): the new
+    one is written beside it as ``<name>-2.png``, ``<name>-3.png``, ...
+
     Args:
         run_dir: a run folder written by :func:`kgmeta.train.fit`.
         exp: the run's experiment with its final weights (``fit`` passes it); when None and the
@@ -454,7 +458,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
         if not records:
             note(f"plots: skipped learning curves (no records in {metrics})")
             return None
-        return plot_learning_curves(records, out / PLOT_FILES["learning"], title=name)
+        return plot_learning_curves(records, fresh_path(out / PLOT_FILES["learning"]), title=name)
 
     def shots() -> Path | None:
         results = _shot_results(run_dir)
@@ -462,7 +466,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
             note("plots: skipped accuracy against shots (no test results in summary.json or "
                  "eval-test.json yet; run kgmeta evaluate)")
             return None
-        return plot_accuracy_vs_shots(results, out / PLOT_FILES["shots"], title=name)
+        return plot_accuracy_vs_shots(results, fresh_path(out / PLOT_FILES["shots"]), title=name)
 
     attempt("learning curves", learning)
     attempt("accuracy against shots", shots)
@@ -489,7 +493,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
         if not e.model.conditioned:
             note("plots: skipped the class embedding map (model.conditioning=none: no GNN embeddings)")
             return None
-        return plot_class_embeddings(e, out / PLOT_FILES["embeddings"], title=name)
+        return plot_class_embeddings(e, fresh_path(out / PLOT_FILES["embeddings"]), title=name)
 
     def confusion() -> Path | None:
         e = state["exp"] if "error" in state else experiment()
@@ -501,7 +505,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
         counts, names = confusion_counts(e, 1, episodes)
         prior = "with graph prior" if e.model.conditioned else "no graph prior"
         acc = float(np.trace(counts) / max(counts.sum(), 1))
-        return plot_confusion(counts, names, out / PLOT_FILES["confusion"],
+        return plot_confusion(counts, names, fresh_path(out / PLOT_FILES["confusion"]),
                               title=f"{name}: test classes, 1-shot, {episodes} episodes, {prior}; "
                                     f"pooled accuracy {100 * acc:.1f}%")
 

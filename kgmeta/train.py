@@ -38,7 +38,7 @@ from kgmeta.metrics import EpisodeMetrics, mean_ci95
 from kgmeta.limits import check_memory, format_bytes
 from kgmeta.model import KGMetaModel
 from kgmeta.sanity import SaturationWatch, split_warnings
-from kgmeta.runs import (MetricsLog, append_line, check_run_dir, load_checkpoint, new_run_dir,
+from kgmeta.runs import (MetricsLog, append_line, check_run_dir, fresh_path, load_checkpoint, new_run_dir,
                          save_checkpoint, write_json)
 
 if TYPE_CHECKING:
@@ -1066,11 +1066,13 @@ def evaluate_run(run_dir: str | os.PathLike, *, shots: Sequence[int] | None = No
     """Evaluate a run folder's model on ``split`` (default: its unseen test classes).
 
     Returns:
-        The :func:`evaluate_shots` results, also written to ``<run>/eval-<split>.json``.
+        The :func:`evaluate_shots` results, also written to ``<run>/eval-<split>.json`` (or, when
+        an earlier evaluation is there, ``eval-<split>-2.json``, ...: never over it), plus
+        ``written_to``, the file written.
     """
     if split not in SPLITS:
         raise ConfigError(f"split={split!r}; choose one of {list(SPLITS)}")
     exp = load_run(run_dir, device=device)
     results = evaluate_shots(exp, split, shots, episodes, progress=not quiet)
-    write_json(Path(run_dir) / f"eval-{split}.json", results)
-    return results
+    written = write_json(fresh_path(Path(run_dir) / f"eval-{split}.json"), results)
+    return {**results, "written_to": str(written)}

@@ -33,17 +33,26 @@ def _is_png(path: Path) -> bool:
     return len(data) > 1000 and data.startswith(PNG)
 
 
-def test_plot_run_writes_every_figure(run: Path, exp) -> None:
+def _numbered(n: int) -> list[str]:
+    return sorted(name.replace(".png", f"-{n}.png") for name in PLOT_FILES.values())
+
+
+def test_plot_run_writes_every_figure_beside_the_earlier_ones(run: Path, exp) -> None:
+    plots = run / "plots"
+    assert sorted(p.name for p in plots.iterdir()) == sorted(PLOT_FILES.values())  # from training
+    trained = {p.name: p.read_bytes() for p in plots.iterdir()}
     notes: list[str] = []
     written = plot_run(run, log=notes.append, episodes=10)  # loads the run itself
     assert notes == []
-    assert sorted(p.name for p in written) == sorted(PLOT_FILES.values())
+    assert sorted(p.name for p in written) == _numbered(2)
     for p in written:
-        assert p.parent == run / "plots" and _is_png(p)
-    again = plot_run(run, exp, log=notes.append, episodes=4)  # overwrites in place
-    assert [p.name for p in again] == [p.name for p in written] and notes == []
+        assert p.parent == plots and _is_png(p)
+    again = plot_run(run, exp, log=notes.append, episodes=4)
+    assert sorted(p.name for p in again) == _numbered(3) and notes == []
     assert all(_is_png(p) for p in again)
-    assert sorted(p.name for p in (run / "plots").iterdir()) == sorted(PLOT_FILES.values())  # no temp files
+    assert {name: (plots / name).read_bytes() for name in trained} == trained  # never replaced
+    assert sorted(p.name for p in plots.iterdir()) == sorted([*PLOT_FILES.values(), *_numbered(2),
+                                                               *_numbered(3)])  # no temp files
 
 
 def test_missing_pieces_are_skipped_with_notes(tmp_path: Path) -> None:
