@@ -107,8 +107,11 @@ def _cmd_ontology_resolve(args: argparse.Namespace) -> int:
     for name, iris in report.ambiguous.items():
         options = ", ".join(f"{ontology.curie(i)} ({ontology.label(i)})" for i in iris)
         _echo(f"{name}\tAMBIGUOUS\t{options}")
-    for name in report.unmatched:
-        _echo(f"{name}\tUNMATCHED")
+    for name in report.unmatched:  # hints only: a near match is never taken for the name
+        near = report.near.get(name, [])
+        hints = ", ".join(f"{ontology.label(iri)!r} ({ontology.curie(iri)}"
+                          + (f"; synonym {text!r})" if kind == "synonym" else ")") for text, iri, kind in near)
+        _echo(f"{name}\tUNMATCHED" + (f"\tclosest: {hints}" if hints else "\tno close label or synonym"))
     return 0 if not (report.unmatched or report.ambiguous) else 1
 
 

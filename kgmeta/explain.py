@@ -30,10 +30,21 @@ if TYPE_CHECKING:
     from kgmeta.graph import KnowledgeGraph
     from kgmeta.train import Experiment
 
-__all__ = ["explain_class", "format_explanation", "resolve_class"]
+__all__ = ["example_curie", "explain_class", "format_explanation", "resolve_class"]
 
 DEFAULT_MAX_CANDIDATES = 200
 _CHUNK_EDGES = 400_000  # edges of one stacked forward (memory ~ edges x hidden floats)
+
+
+def example_curie(ontology: Any, kg: "KnowledgeGraph | None" = None,
+                  near: list[tuple[str, str, str]] = ()) -> str:
+    """A CURIE of the loaded ontology to show in a message: the nearest match when there is one,
+    else a labelled class that is a node of ``kg`` (else of the ontology)."""
+    if near:
+        return ontology.curie(near[0][1])
+    pool = [i for i in (kg.index if kg is not None else ()) if i in ontology] or ontology.classes
+    labelled = [i for i in pool if ontology.terms[i].label] or pool
+    return ontology.curie(labelled[0]) if labelled else "PREFIX:ID"
 
 
 def resolve_class(ontology: Any, name: str, kg: "KnowledgeGraph | None" = None,
@@ -52,10 +63,13 @@ def resolve_class(ontology: Any, name: str, kg: "KnowledgeGraph | None" = None,
         hint = ""
         if report.notes.get(name):
             hint += f" ({report.notes[name]})"
-        if report.suggestions.get(name):
-            hint += f"; did you mean {', '.join(repr(s) for s in report.suggestions[name])}?"
+        near = report.near.get(name, [])
+        if near:
+            hint += "; did you mean " + ", ".join(f"{ontology.curie(iri)} ({ontology.label(iri)})"
+                                                 for _, iri, _ in near) + "?"
         raise OntologyError(f"{what} {name!r} is not a class of the run's ontology{hint}; use a label, "
-                            f"CURIE (e.g. kgm:Melanoma) or IRI (list them with kgmeta ontology resolve)")
+                            f"CURIE (e.g. {example_curie(ontology, kg, near)}) or IRI (list them with "
+                            f"kgmeta ontology resolve)")
     iri = report.matches[name]
     if kg is not None and iri not in kg.index:
         raise OntologyError(f"{what} {name!r} ({ontology.curie(iri)}) is not a node of the run's knowledge "

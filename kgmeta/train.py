@@ -235,8 +235,11 @@ def _resolve_names(ontology, names: Sequence[str], key: str) -> list[str]:
     report = ontology.resolve_many(list(names))
     if report.unmatched or report.ambiguous:
         bad = report.unmatched + list(report.ambiguous)
+        from kgmeta.explain import example_curie
+
         raise ConfigError(f"{key}: cannot resolve {bad[:5]} to one ontology class; use a CURIE "
-                          f"(e.g. kgm:Melanoma) or the exact label (kgmeta ontology resolve)")
+                          f"(e.g. {example_curie(ontology, near=report.near.get(bad[0], []))}) or the "
+                          f"exact label (kgmeta ontology resolve)")
     return [report.matches[n] for n in names]
 
 
