@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -400,7 +401,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             onto, _ = load_class_mapping(args.mapping, onto)
         extend_graph(exp, onto)
     result = predict(exp, args.support, images, _split_names(args.classes or ""),
-                     use_prior=not args.no_prior)
+                     use_prior=not args.no_prior, calibrate=not args.no_calibration)
     _echo(json.dumps(result, indent=2, default=str) if args.json else format_predictions(result))
     return 0
 
@@ -532,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="class map whose rows with parent ids add classes to the run's graph")
     predict.add_argument("--no-prior", action="store_true", help="ignore the graph prior")
     predict.add_argument("--device", help="cpu, cuda, cuda:N")
+    predict.add_argument("--no-calibration", action="store_true",
+                         help="raw softmax of the logits instead of probabilities calibrated on held-out "
+                              "episodes of the run's classes")
     predict.add_argument("--json", action="store_true", help="print the full result as JSON")
     predict.set_defaults(func=_cmd_predict)
 
@@ -636,7 +640,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "command", None) == "predict" and not any(a.startswith("-") for a in extra):
+            args.images = list(args.images) + extra  # images after an option (--support DIR a.png b.png)
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except UsageError as exc:
         _print_error(exc, False)
         return EXIT_USER_ERROR
@@ -650,6 +658,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if not argv else EXIT_USER_ERROR
     try:
         return func(args)
+    except BrokenPipeError:  # `kgmeta predict RUN ... --json | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+        os.close(devnull)
+        return 0
     except KGMetaError as exc:
         _print_error(exc, getattr(args, "verbose", False))
         return EXIT_USER_ERROR

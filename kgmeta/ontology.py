@@ -56,6 +56,7 @@ __all__ = [
     "Term",
     "SUBCLASS_OF",
     "SUPPORTED_FORMATS",
+    "class_display",
     "load_class_mapping",
     "load_ontology",
     "normalise_name",
@@ -190,6 +191,14 @@ def _norm_word(w: str) -> str:
     elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
     return w
+
+
+def class_display(name: str, label: str | None) -> str:
+    """How a class is shown: its dataset (folder) name with the ontology label beside it when
+    they differ, e.g. ``lung_scc (lung squamous cell carcinoma)``; the name alone otherwise."""
+    if not label or normalise_name(label) == normalise_name(name):
+        return name
+    return f"{name} ({label})"
 
 
 _TYPO_RATIO = 0.8  # difflib similarity of a near match that shares no word with the name
