@@ -419,6 +419,23 @@ def _cmd_plots(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kgmeta.report import collect_runs, format_report
+
+    text = format_report(collect_runs(args.runs), args.format)
+    if args.out:
+        from kgmeta.runs import atomic_write
+
+        out = Path(args.out)
+        if out.exists():
+            raise UsageError(f"--out {out}: exists; kgmeta never replaces a file: give a new file name")
+        atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        _echo(f"wrote {out}", file=sys.stderr)
+    else:
+        _echo(text.rstrip("\n"))
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from kgmeta.config import config_reference_markdown, config_to_dict
 
@@ -571,6 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
     plots.add_argument("run", help="run folder written by kgmeta train")
     plots.add_argument("--episodes", type=int, default=100, help="episodes for the confusion matrix")
     plots.set_defaults(func=_cmd_plots)
+
+    report = sub.add_parser("report", help="a results table of one or several runs (Markdown, CSV or LaTeX): "
+                                           "mean +- 95%% CI per shot count, with and without the prior, "
+                                           "and the settings that differ between the runs")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by kgmeta train")
+    report.add_argument("--format", default="md", choices=["md", "csv", "latex"],
+                        help="md (default), csv or latex")
+    report.add_argument("--out", help="write the table to this new file (default: print it)")
+    report.set_defaults(func=_cmd_report)
 
     config = sub.add_parser("config", help="print the resolved config, or the config reference")
     config.add_argument("--config", help="YAML config (default: the built-in defaults)")

@@ -982,6 +982,9 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
             _load_model_state(exp, load_checkpoint(ckpt_dir / "best.pt", exp.device), ckpt_dir / "best.pt")
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
+        from kgmeta.report import log_hparams  # test metrics and settings in TensorBoard's HParams
+
+        log_hparams(run_dir, config_to_dict(cfg), summary["test"])
     write_json(run_dir / "summary.json", summary)
     _plots(run_dir, exp, log)
     return summary

@@ -39,6 +39,8 @@ def test_train_writes_run_folder(smoke_run: Path) -> None:
     assert test["without_prior"]["0shot"] is None          # nothing to classify with
     assert 0.0 <= test["without_prior"]["1shot"]["accuracy"][0] <= 1.0
     assert load_checkpoint(smoke_run / "checkpoints" / "last.pt")["step"] == 6
+    hparams = b"".join(p.read_bytes() for p in (smoke_run / "tensorboard" / "hparams").rglob("events*"))
+    assert b"hparam/test_1shot_prior" in hparams and b"model.learner" in hparams  # TensorBoard HParams
 
 
 def test_evaluate_command(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
