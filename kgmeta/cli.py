@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kgmeta import __version__
 from kgmeta.config import check_flag
-from kgmeta.errors import CheckpointError, ConfigError, DataError, KGMetaError
+from kgmeta.errors import CheckpointError, ConfigError, DataError, KGMetaError, KGMetaWarning
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -664,6 +664,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 1 when a command found problems (e.g. unresolved names),
         2 for a user error, 130 when interrupted.
     """
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, KGMetaWarning):
+            _echo(f"kgmeta: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    previous = warnings.showwarning
+    warnings.showwarning = one_line
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

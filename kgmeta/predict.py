@@ -20,7 +20,7 @@ from kgmeta.calibration import apply_calibration
 from kgmeta.datasets import IMAGE_EXTENSIONS, load_image_file
 from kgmeta.episodes import Episode
 from kgmeta.errors import ConfigError, DataError
-from kgmeta.explain import resolve_class
+from kgmeta.explain import resolve_class, run_class_names
 from kgmeta.ontology import class_display
 
 if TYPE_CHECKING:
@@ -51,10 +51,11 @@ def _load(path: Path, size: int, channels: int) -> torch.Tensor:
 
 def _class_entry(exp: "Experiment", name: str, shots: int) -> dict[str, Any]:
     model, ontology = exp.model, exp.ontology
+    aliases = run_class_names(exp)  # the run's own folder / class-map names resolve too
     if model.conditioned:
-        iri = resolve_class(ontology, name, model.kg, what="class")
+        iri = resolve_class(ontology, name, model.kg, what="class", aliases=aliases)
     else:  # the plain learner needs no graph node; keep the ontology identity when there is one
-        iri = ontology.resolve(name)
+        iri = aliases.get(name) or ontology.resolve(name)
     given = name
     if iri is not None and " " not in name and ":" in name:  # named by CURIE or IRI: show its label
         name = ontology.label(iri)

@@ -266,6 +266,22 @@ def mapping_class_names(path: str) -> list[str]:
     return [r["label"] for r in ordered]
 
 
+def _warn_unnamed_npz(path: str) -> None:
+    """An .npz holds label indices only: say where its class names can be given."""
+    import warnings
+
+    from kgmeta.errors import KGMetaWarning
+    from kgmeta.synthetic import shipped_ontology_path
+
+    maps = shipped_ontology_path().parent / "mappings"
+    flag = Path(path).stem.split("_")[0].lower()
+    shipped = maps / f"medmnist_{flag}.tsv"
+    example = shipped if shipped.is_file() else maps / "medmnist_pathmnist.tsv"
+    warnings.warn(f"{path}: the .npz holds no class names, so its classes are named by their label index "
+                  f"(0, 1, ...); give names with a class map (data.classes, or --classes): columns index, "
+                  f"label, ontology_id, e.g. {example}", KGMetaWarning, stacklevel=2)
+
+
 def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
     """(ontology, dataset) of a folders or npz :class:`~kgmeta.config.DataConfig` ``d``.
 
@@ -284,6 +300,8 @@ def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
                                      memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
     else:  # npz
         names = mapping_class_names(d.classes) if d.classes else None
+        if names is None:
+            _warn_unnamed_npz(d.roots[0])
         dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
                              class_names=names, class_iris=[mapping.get(n) for n in names] if names else None,
                              memory_cap_mb=d.memory_cap_mb)

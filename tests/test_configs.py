@@ -137,3 +137,19 @@ def test_npz_with_medmnist_style_map(tmp_path: Path) -> None:
                  "--set", "data.train_classes=[alpha, beta]", "--set", "data.val_classes=[]",
                  "--set", "data.test_classes=[gamma, delta]", "--set", "data.channels=1"])
     assert code == 0
+
+
+def test_npz_without_names_says_where_to_give_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(2)
+    labels = np.arange(40) % 4
+    images = (labels[:, None, None] * 60 + rng.integers(0, 30, (40, 12, 12))).astype(np.uint8)
+    npz = tmp_path / "pathmnist.npz"
+    np.savez(npz, train_images=images, train_labels=labels[:, None])
+    code = main(["train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--quiet",
+                 *_tiny_overrides(tmp_path), "--set", "model.conditioning=none", "--set", "data.kind=npz",
+                 "--set", f"data.roots=[{npz}]", "--set", "data.train_classes=[0, 1]",
+                 "--set", "data.val_classes=[]", "--set", "data.test_classes=[2, 3]", "--set", "data.channels=1"])
+    assert code == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kgmeta: warning:")]
+    assert len(warning) == 1 and "holds no class names" in warning[0]
+    assert "medmnist_pathmnist.tsv" in warning[0] and "data.classes" in warning[0]
