@@ -20,11 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
-from kgmeta.calibration import apply_calibration, calibration_episodes, episode_logits, fit_calibration
-from kgmeta.train import load_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kgmeta
+
+from kgmeta.calibration import apply_calibration, calibration_episodes, episode_logits, fit_calibration  # noqa: E402
+from kgmeta.train import load_run  # noqa: E402
 
 
 def _measure(batches, t: float, b: float) -> dict[str, float]:

@@ -127,24 +127,43 @@ def fit_calibration(batches: list[tuple[Tensor, Tensor, Tensor]], fit_offset: bo
         "zero_shot_recall_before", "zero_shot_recall_after"}``; the recalls are those of
         :func:`zero_shot_recall` (None without zero-shot classes).
     """
+    # both numbers are fitted in units of the logits' spread, so the optimiser sees O(1) values
     scale = max(float(torch.cat([b[0].flatten() for b in batches]).std()), 1e-6) if batches else 1.0
-    log_t = torch.tensor(float(torch.log(torch.tensor(scale)))).requires_grad_(True)  # start near the spread
-    offset = torch.zeros((), requires_grad=fit_offset)
-    params = [log_t, offset] if fit_offset else [log_t]
+    raw_t = torch.zeros((), requires_grad=True)                 # T = scale * exp(raw_t)
+    raw_b = torch.zeros((), requires_grad=fit_offset)            # b = scale * raw_b
+    params = [raw_t, raw_b] if fit_offset else [raw_t]
+
+    def nll() -> Tensor:
+        return _nll(batches, raw_t + float(torch.log(torch.tensor(scale))), raw_b * scale)
+
     with torch.no_grad():
         before = float(_nll(batches, torch.zeros(()), torch.zeros(())))
-    opt = torch.optim.LBFGS(params, lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(params, lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = _nll(batches, log_t, offset)
+        loss = nll()
         loss.backward()
         return loss
 
-    opt.step(closure)
-    t, b = float(log_t.detach().exp()), float(offset.detach())
+    try:
+        opt.step(closure)
+        ok = all(bool(torch.isfinite(p)) for p in params)
+    except RuntimeError:  # a line search that overflowed: start again with plain gradient steps
+        ok = False
+    if not ok:
+        with torch.no_grad():
+            raw_t.zero_()
+            raw_b.zero_()
+        adam = torch.optim.Adam(params, lr=0.05)
+        for _ in range(400):
+            adam.zero_grad()
+            loss = nll()
+            loss.backward()
+            adam.step()
+    t, b = float(raw_t.detach().exp()) * scale, float(raw_b.detach()) * scale
     with torch.no_grad():
-        after = float(_nll(batches, log_t, offset))
+        after = float(nll())
     return {"temperature": t, "zero_shot_offset": b, "nll_before": before, "nll_after": after,
             "queries": sum(len(x[1]) for x in batches),
             "zero_shot_recall_before": zero_shot_recall(batches),
