@@ -77,7 +77,8 @@ def evaluate(run: str | os.PathLike, *, shots: Sequence[int] | None = None, epis
         ``{"with_prior": {"<k>shot": summary}, "without_prior": {...}, "split", "n_way",
         "episodes"}``; each summary has ``accuracy`` ``[mean, ci95]``, ``balanced_accuracy``,
         ``macro_f1``, ``per_class``, ``mistake_severity`` and ``accuracy_by_hops``. With ``data``
-        also ``classes`` (each class's role for the run), ``added_nodes`` and ``out_dir``.
+        also ``classes`` (each class's role for the run), ``added_nodes`` and ``out_dir``; without it
+        ``written_to``, the new ``eval-<split>*.json`` file.
     """
     if data is None:
         if classes is not None or ontology or n_way is not None or include_train_classes:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kgmeta import __version__
 from kgmeta.config import check_flag
-from kgmeta.errors import CheckpointError, ConfigError, DataError, KGMetaError
+from kgmeta.errors import CheckpointError, ConfigError, DataError, KGMetaError, KGMetaWarning
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -107,8 +108,11 @@ def _cmd_ontology_resolve(args: argparse.Namespace) -> int:
     for name, iris in report.ambiguous.items():
         options = ", ".join(f"{ontology.curie(i)} ({ontology.label(i)})" for i in iris)
         _echo(f"{name}\tAMBIGUOUS\t{options}")
-    for name in report.unmatched:
-        _echo(f"{name}\tUNMATCHED")
+    for name in report.unmatched:  # hints only: a near match is never taken for the name
+        near = report.near.get(name, [])
+        hints = ", ".join(f"{ontology.label(iri)!r} ({ontology.curie(iri)}"
+                          + (f"; synonym {text!r})" if kind == "synonym" else ")") for text, iri, kind in near)
+        _echo(f"{name}\tUNMATCHED" + (f"\tclosest: {hints}" if hints else "\tno close label or synonym"))
     return 0 if not (report.unmatched or report.ambiguous) else 1
 
 
@@ -176,7 +180,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                   f"first checkpoint; start again with kgmeta train --config "
                                   f"{run / 'config.yaml'} --out NEW_FOLDER")
         # overrides (e.g. more train.steps) apply on top of the run's own config
-        cfg = load_config(args.config or Path(args.resume) / "config.yaml", args.set or ())
+        cfg = load_config(args.config or Path(args.resume) / "config.yaml", args.set or (),
+                          paths_from_file=args.config is not None)
     else:
         cfg = _load_cfg(args)
     summary = fit(cfg, out=args.out, resume=args.resume, device=args.device, quiet=args.quiet)
@@ -257,7 +262,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     results = evaluate_run(args.run, shots=shots, episodes=args.episodes,
                            split=args.split or "test", device=args.device, quiet=args.quiet)
-    print(json.dumps(results, indent=2, default=str) if args.json else format_results(results))
+    print(json.dumps(results, indent=2, default=str) if args.json
+          else f"{format_results(results)}\nwritten to {results['written_to']}")
     return 0
 
 
@@ -284,7 +290,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 def _evaluate_robustness(args: argparse.Namespace) -> int:
     from kgmeta.robustness import evaluate_robustness, format_robustness, parse_epsilons
-    from kgmeta.runs import write_json
+    from kgmeta.runs import fresh_path, write_json
     from kgmeta.train import load_run
 
     from kgmeta.robustness import CORRUPTIONS
@@ -321,17 +327,18 @@ def _evaluate_robustness(args: argparse.Namespace) -> int:
                                  epsilons=epsilons, norm=args.norm,
                                  steps=args.attack_steps, corruptions=corruptions, severities=severities,
                                  use_prior=not args.no_prior, progress=not args.quiet)
-    write_json(Path(args.run) / f"robustness-{split}.json", result)
+    write_json(fresh_path(Path(args.run) / f"robustness-{split}.json"), result)
     from kgmeta.plots import plot_robustness
 
-    plot_robustness(result, Path(args.run) / "plots" / f"robustness-{split}.png", title=Path(args.run).name)
+    plot_robustness(result, fresh_path(Path(args.run) / "plots" / f"robustness-{split}.png"),
+                    title=Path(args.run).name)
     print(json.dumps(result, indent=2, default=str) if args.json else format_robustness(result))
     return 0
 
 
 def _evaluate_protocol(args: argparse.Namespace) -> int:
     from kgmeta.robustness import cross_validate, format_robustness, leave_one_dataset_out
-    from kgmeta.runs import write_json
+    from kgmeta.runs import fresh_path, write_json
 
     if args.run is not None:
         raise KGMetaError(f"--protocol {args.protocol} trains one model per fold from a config; drop the "
@@ -349,7 +356,7 @@ def _evaluate_protocol(args: argparse.Namespace) -> int:
                                 group_depth=args.group_depth, out_dir=args.out, quiet=args.quiet)
     else:
         result = leave_one_dataset_out(cfg, out_dir=args.out, quiet=args.quiet)
-    write_json(Path(args.out) / f"{args.protocol}.json", result)
+    write_json(fresh_path(Path(args.out) / f"{args.protocol}.json"), result)
     print(json.dumps(result, indent=2, default=str) if args.json else format_robustness(result))
     return 0
 
@@ -394,7 +401,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             onto, _ = load_class_mapping(args.mapping, onto)
         extend_graph(exp, onto)
     result = predict(exp, args.support, images, _split_names(args.classes or ""),
-                     use_prior=not args.no_prior)
+                     use_prior=not args.no_prior, calibrate=not args.no_calibration)
     _echo(json.dumps(result, indent=2, default=str) if args.json else format_predictions(result))
     return 0
 
@@ -409,6 +416,23 @@ def _cmd_plots(args: argparse.Namespace) -> int:
     check_run_dir(_run_folder(args.run, "plots"))
     for path in plot_run(args.run, log=lambda m: _echo(m, file=sys.stderr), episodes=args.episodes):
         _echo(str(path))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kgmeta.report import collect_runs, format_report
+
+    text = format_report(collect_runs(args.runs), args.format)
+    if args.out:
+        from kgmeta.runs import atomic_write
+
+        out = Path(args.out)
+        if out.exists():
+            raise UsageError(f"--out {out}: exists; kgmeta never replaces a file: give a new file name")
+        atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        _echo(f"wrote {out}", file=sys.stderr)
+    else:
+        _echo(text.rstrip("\n"))
     return 0
 
 
@@ -526,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="class map whose rows with parent ids add classes to the run's graph")
     predict.add_argument("--no-prior", action="store_true", help="ignore the graph prior")
     predict.add_argument("--device", help="cpu, cuda, cuda:N")
+    predict.add_argument("--no-calibration", action="store_true",
+                         help="raw softmax of the logits instead of probabilities calibrated on held-out "
+                              "episodes of the run's classes")
     predict.add_argument("--json", action="store_true", help="print the full result as JSON")
     predict.set_defaults(func=_cmd_predict)
 
@@ -561,6 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
     plots.add_argument("run", help="run folder written by kgmeta train")
     plots.add_argument("--episodes", type=int, default=100, help="episodes for the confusion matrix")
     plots.set_defaults(func=_cmd_plots)
+
+    report = sub.add_parser("report", help="a results table of one or several runs (Markdown, CSV or LaTeX): "
+                                           "mean +- 95%% CI per shot count, with and without the prior, "
+                                           "and the settings that differ between the runs")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by kgmeta train")
+    report.add_argument("--format", default="md", choices=["md", "csv", "latex"],
+                        help="md (default), csv or latex")
+    report.add_argument("--out", help="write the table to this new file (default: print it)")
+    report.set_defaults(func=_cmd_report)
 
     config = sub.add_parser("config", help="print the resolved config, or the config reference")
     config.add_argument("--config", help="YAML config (default: the built-in defaults)")
@@ -628,9 +664,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 1 when a command found problems (e.g. unresolved names),
         2 for a user error, 130 when interrupted.
     """
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, KGMetaWarning):
+            _echo(f"kgmeta: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    previous = warnings.showwarning
+    warnings.showwarning = one_line
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "command", None) == "predict" and not any(a.startswith("-") for a in extra):
+            args.images = list(args.images) + extra  # images after an option (--support DIR a.png b.png)
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except UsageError as exc:
         _print_error(exc, False)
         return EXIT_USER_ERROR
@@ -644,6 +701,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if not argv else EXIT_USER_ERROR
     try:
         return func(args)
+    except BrokenPipeError:  # `kgmeta predict RUN ... --json | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+        os.close(devnull)
+        return 0
     except KGMetaError as exc:
         _print_error(exc, getattr(args, "verbose", False))
         return EXIT_USER_ERROR

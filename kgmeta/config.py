@@ -1021,12 +1021,49 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> RunConf
     return _build(data, {}, source)
 
 
+# Keys naming files or folders that a config reads: a relative path written in a config file is
+# relative to that file's folder. The folders kgmeta writes to and runs in (out_dir,
+# ontology.cache_dir) stay relative to the working folder, and so does every --set override.
+PATH_KEYS: tuple[str, ...] = ("ontology.paths", "data.roots", "data.classes", "model.weights_path",
+                              "train.init_from", "pretrain.images", "pretrain.out")
+
+
+def _anchor(value: Any, folder: str) -> Any:
+    """``value`` (a path or a list of them, as parsed) with relative paths joined to ``folder``;
+    ``builtin:`` names, URLs, absolute paths and values of other types are kept as they are."""
+    if isinstance(value, list):
+        return [_anchor(v, folder) for v in value]
+    if (not isinstance(value, str) or not value.strip() or value.startswith("builtin:") or "://" in value
+            or os.path.isabs(value)):
+        return value
+    return os.path.normpath(os.path.join(folder, value))
+
+
+def anchor_paths(layer: dict[str, Any], folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed config ``layer`` with the relative paths of its :data:`PATH_KEYS` made
+    absolute against ``folder`` (a new dict; ``layer`` is kept)."""
+    folder = os.path.abspath(os.fspath(folder))
+    out = dict(layer)
+    for key in PATH_KEYS:
+        section, _, name = key.partition(".")
+        part = out.get(section)
+        if isinstance(part, Mapping) and name in part:
+            out[section] = {**part, name: _anchor(part[name], folder)}
+    return out
+
+
 def load_config(path: str | os.PathLike[str] | None,
-                overrides: Sequence[str] = ()) -> RunConfig:
+                overrides: Sequence[str] = (), *, paths_from_file: bool = True) -> RunConfig:
     """Load a YAML config (``None``: the defaults), apply ``key=value`` overrides, validate.
 
     ``base: other.yaml`` (or a list of files) in a file inherits from those files, resolved
-    relative to it; mappings merge key by key, every other value replaces. Raises ConfigError.
+    relative to it; mappings merge key by key, every other value replaces. A relative path in
+    a file's :data:`PATH_KEYS` (data roots, ontology files, class map, weights) is relative to
+    that file's folder, one in an override to the working folder; both are stored absolute, so
+    a saved config means the same from any folder. ``out_dir`` and ``ontology.cache_dir`` stay
+    as written (relative to the working folder). ``paths_from_file=False`` reads a file's
+    relative paths against the working folder (the ``config.yaml`` of run folders written
+    before paths were anchored). Raises ConfigError.
     """
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -1035,7 +1072,8 @@ def load_config(path: str | os.PathLike[str] | None,
         label = os.fspath(path)
         default = label
         for layer_label, layer in _layers(Path(label), label, []):
-            _merge(raw, layer, layer_label, sources, "")
+            folder = os.path.dirname(os.path.abspath(layer_label)) if paths_from_file else os.getcwd()
+            _merge(raw, anchor_paths(layer, folder), layer_label, sources, "")
     if isinstance(overrides, str):
         overrides = [overrides]
     for text in overrides:
@@ -1043,7 +1081,7 @@ def load_config(path: str | os.PathLike[str] | None,
         nested: Any = value
         for p in reversed(parts):
             nested = {p: nested}
-        _merge(raw, nested, _override_label(text), sources, "")
+        _merge(raw, anchor_paths(nested, os.getcwd()), _override_label(text), sources, "")
     return _build(raw, sources, default)
 
 
@@ -1175,7 +1213,12 @@ def config_reference_markdown() -> str:
         "Every key can be set in a YAML file (`kgmeta train --config FILE`) or on the command "
         "line (`--set section.key=value`, value parsed as YAML: `--set data.roots=[a,b]`, "
         "`--set train.grad_clip=null`). Unknown keys and wrong types are errors. A file may "
-        "start with `base: other.yaml` to inherit from another file (relative to it).",
+        "start with `base: other.yaml` to inherit from another file (relative to it). Relative "
+        "paths in a file (`ontology.paths`, `data.roots`, `data.classes`, `model.weights_path`, "
+        "`train.init_from`, `pretrain.images`, `pretrain.out`) are relative to the file's own "
+        "folder, and those given with `--set` to the folder you run kgmeta in; both are saved "
+        "absolute in the run's `config.yaml`. `out_dir` and `ontology.cache_dir` are always "
+        "relative to the folder you run kgmeta in.",
         "",
         "### Top level",
         "",

@@ -58,3 +58,8 @@ class CheckpointError(KGMetaError):
 
 class TrainingError(KGMetaError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+class KGMetaWarning(UserWarning):
+    """Something the user should know that is not an error (e.g. classes named only by their
+    index). The command line prints it as one line ``kgmeta: warning: ...`` on stderr."""

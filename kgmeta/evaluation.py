@@ -31,7 +31,7 @@ from kgmeta.episodes import EpisodeSpec, episode_list, materialise
 from kgmeta.errors import ConfigError
 from kgmeta.experiment import SPLITS, Experiment, autocast, load_run, split_sampler
 from kgmeta.metrics import EpisodeMetrics, MistakeSeverity, accuracy_by_hops
-from kgmeta.runs import write_json
+from kgmeta.runs import fresh_path, write_json
 
 if TYPE_CHECKING:
     from kgmeta.config import RunConfig
@@ -196,11 +196,13 @@ def evaluate_run(run_dir: str | os.PathLike, *, shots: Sequence[int] | None = No
     """Evaluate a run folder's model on ``split`` (default: its unseen test classes).
 
     Returns:
-        The :func:`evaluate_shots` results, also written to ``<run>/eval-<split>.json``.
+        The :func:`evaluate_shots` results, also written to ``<run>/eval-<split>.json`` (or, when
+        an earlier evaluation is there, ``eval-<split>-2.json``, ...: never over it), plus
+        ``written_to``, the file written.
     """
     if split not in SPLITS:
         raise ConfigError(f"split={split!r}; choose one of {list(SPLITS)}")
     exp = load_run(run_dir, device=device)
     results = evaluate_shots(exp, split, shots, episodes, progress=not quiet)
-    write_json(Path(run_dir) / f"eval-{split}.json", results)
-    return results
+    written = write_json(fresh_path(Path(run_dir) / f"eval-{split}.json"), results)
+    return {**results, "written_to": str(written)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,8 @@ class Experiment:
         run_classes: when ``dataset`` is not the run's own (a trained run evaluated on new data,
             :mod:`kgmeta.transfer`), the IRIs of the run's own classes per split; then
             :meth:`class_iris` answers for the run, not for ``splits``.
+        notes: what :func:`build` reports for the run's log (which weights file was loaded and
+            how many tensors matched).
     """
 
     cfg: RunConfig
@@ -137,6 +139,7 @@ class Experiment:
     model: KGMetaModel
     device: torch.device
     run_classes: dict[str, list[str]] | None = None
+    notes: list[str] = field(default_factory=list)  # lines for the run's log (e.g. weights loaded)
 
     def class_iris(self, split: str) -> list[str]:
         """Ontology IRIs of the run's classes of ``split`` (``"train"``: the meta-train classes)."""
@@ -149,8 +152,11 @@ def _resolve_names(ontology, names: Sequence[str], key: str) -> list[str]:
     report = ontology.resolve_many(list(names))
     if report.unmatched or report.ambiguous:
         bad = report.unmatched + list(report.ambiguous)
+        from kgmeta.explain import example_curie
+
         raise ConfigError(f"{key}: cannot resolve {bad[:5]} to one ontology class; use a CURIE "
-                          f"(e.g. kgm:Melanoma) or the exact label (kgmeta ontology resolve)")
+                          f"(e.g. {example_curie(ontology, near=report.near.get(bad[0], []))}) or the "
+                          f"exact label (kgmeta ontology resolve)")
     return [report.matches[n] for n in names]
 
 
@@ -177,6 +183,22 @@ def mapping_class_names(path: str) -> list[str]:
     return [r["label"] for r in ordered]
 
 
+def _warn_unnamed_npz(path: str) -> None:
+    """An .npz holds label indices only: say where its class names can be given."""
+    import warnings
+
+    from kgmeta.errors import KGMetaWarning
+    from kgmeta.synthetic import shipped_ontology_path
+
+    maps = shipped_ontology_path().parent / "mappings"
+    flag = Path(path).stem.split("_")[0].lower()
+    shipped = maps / f"medmnist_{flag}.tsv"
+    example = shipped if shipped.is_file() else maps / "medmnist_pathmnist.tsv"
+    warnings.warn(f"{path}: the .npz holds no class names, so its classes are named by their label index "
+                  f"(0, 1, ...); give names with a class map (data.classes, or --classes): columns index, "
+                  f"label, ontology_id, e.g. {example}", KGMetaWarning, stacklevel=2)
+
+
 def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
     """(ontology, dataset) of a folders or npz :class:`~kgmeta.config.DataConfig` ``d``.
 
@@ -196,6 +218,8 @@ def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
                                      memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
     else:  # npz
         names = mapping_class_names(classes) if classes else None
+        if names is None:
+            _warn_unnamed_npz(d.roots[0])
         dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
                              class_names=names, class_iris=[mapping.get(n) for n in names] if names else None,
                              memory_cap_mb=d.memory_cap_mb)
@@ -329,9 +353,10 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
     m = cfg.model
     from kgmeta.pretrained import build_model_backbone
 
+    notes: list[str] = []
     backbone = build_model_backbone(m.backbone, cfg.data.channels, cfg.data.image_size, bn_mode=m.bn_mode,
                                     weights_path=m.weights_path, freeze_mode=m.freeze, adapter=m.adapter,
-                                    adapter_dim=m.adapter_dim, input_size=m.input_size)
+                                    adapter_dim=m.adapter_dim, input_size=m.input_size, log=notes.append)
     kw: dict[str, Any] = {}
     if m.learner in ("maml", "fomaml", "anil", "reptile"):
         kw = {"inner_steps": m.inner_steps, "inner_lr": m.inner_lr}
@@ -384,7 +409,7 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
         from kgmeta.gnn import pretrain_link_prediction
 
         pretrain_link_prediction(encoder, kg, epochs=g.pretrain_epochs, seed=cfg.train.seed)
-    exp = Experiment(cfg, ontology, kg, dataset, splits, model.to(dev), dev)
+    exp = Experiment(cfg, ontology, kg, dataset, splits, model.to(dev), dev, notes=notes)
     if init and init_from is not None:
         _init_weights(exp, init_from)
     return exp
@@ -443,7 +468,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = 
     run_dir = check_run_dir(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir}: no config.yaml; pass a run folder written by kgmeta train")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / "config.yaml", paths_from_file=False)  # paths as written at the time
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint == "best" and not path.exists():
         path = run_dir / "checkpoints" / "last.pt"

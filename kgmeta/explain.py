@@ -25,24 +25,46 @@ from scipy.sparse.csgraph import shortest_path
 from torch import Tensor
 
 from kgmeta.errors import ConfigError, OntologyError
+from kgmeta.ontology import class_display
 
 if TYPE_CHECKING:
     from kgmeta.graph import KnowledgeGraph
     from kgmeta.experiment import Experiment
 
-__all__ = ["explain_class", "format_explanation", "resolve_class"]
+__all__ = ["example_curie", "explain_class", "format_explanation", "resolve_class", "run_class_names"]
 
 DEFAULT_MAX_CANDIDATES = 200
 _CHUNK_EDGES = 400_000  # edges of one stacked forward (memory ~ edges x hidden floats)
 
 
+def example_curie(ontology: Any, kg: "KnowledgeGraph | None" = None,
+                  near: list[tuple[str, str, str]] = ()) -> str:
+    """A CURIE of the loaded ontology to show in a message: the nearest match when there is one,
+    else a labelled class that is a node of ``kg`` (else of the ontology)."""
+    if near:
+        return ontology.curie(near[0][1])
+    pool = [i for i in (kg.index if kg is not None else ()) if i in ontology] or ontology.classes
+    labelled = [i for i in pool if ontology.terms[i].label] or pool
+    return ontology.curie(labelled[0]) if labelled else "PREFIX:ID"
+
+
+def run_class_names(exp: "Experiment") -> dict[str, str]:
+    """The run's dataset class names (folder names, or a class map's names) -> their ontology
+    IRIs, so a class can be named as in the data (``lung_scc``) as well as by label or CURIE."""
+    ds = exp.dataset
+    return {n: i for n, i in zip(ds.class_names, ds.class_iris) if i is not None}
+
+
 def resolve_class(ontology: Any, name: str, kg: "KnowledgeGraph | None" = None,
-                  what: str = "class") -> str:
-    """IRI of the one ontology class ``name`` (CURIE, IRI, label or synonym) denotes.
+                  what: str = "class", aliases: dict[str, str] | None = None) -> str:
+    """IRI of the one ontology class ``name`` (a name of ``aliases``, e.g. the run's folder names;
+    else a CURIE, IRI, label or synonym) denotes.
 
     Raises :class:`~kgmeta.errors.OntologyError` with one line: the candidates when ``name`` is
     ambiguous, close labels when it is unknown, and a note when the class is not a node of ``kg``.
     """
+    if aliases and name in aliases and (kg is None or aliases[name] in kg.index):
+        return aliases[name]
     report = ontology.resolve_many([name])
     if name in report.ambiguous:
         options = "; ".join(f"{ontology.curie(i)} ({ontology.label(i)})" for i in report.ambiguous[name][:8])
@@ -52,10 +74,13 @@ def resolve_class(ontology: Any, name: str, kg: "KnowledgeGraph | None" = None,
         hint = ""
         if report.notes.get(name):
             hint += f" ({report.notes[name]})"
-        if report.suggestions.get(name):
-            hint += f"; did you mean {', '.join(repr(s) for s in report.suggestions[name])}?"
+        near = report.near.get(name, [])
+        if near:
+            hint += "; did you mean " + ", ".join(f"{ontology.curie(iri)} ({ontology.label(iri)})"
+                                                 for _, iri, _ in near) + "?"
         raise OntologyError(f"{what} {name!r} is not a class of the run's ontology{hint}; use a label, "
-                            f"CURIE (e.g. kgm:Melanoma) or IRI (list them with kgmeta ontology resolve)")
+                            f"CURIE (e.g. {example_curie(ontology, kg, near)}) or IRI (list them with "
+                            f"kgmeta ontology resolve)")
     iri = report.matches[name]
     if kg is not None and iri not in kg.index:
         raise OntologyError(f"{what} {name!r} ({ontology.curie(iri)}) is not a node of the run's knowledge "
@@ -176,8 +201,10 @@ def explain_class(exp: "Experiment", class_ref: str, top_k: int | None = 10, *,
     if max_candidates < 1:
         raise ConfigError(f"max_candidates={max_candidates} must be at least 1")
     kg = model.kg
-    iri = resolve_class(exp.ontology, class_ref, kg)
+    names = run_class_names(exp)
+    iri = resolve_class(exp.ontology, class_ref, kg, aliases=names)
     row = kg.index[iri]
+    data_name = next((n for n, i in names.items() if i == iri), None)  # as the run's data calls it
     layers = len(model.encoder.convs)
     dist, pred = _message_reach(kg, row)
     field = [v for v in np.flatnonzero(dist <= layers).tolist() if v != row]
@@ -207,7 +234,7 @@ def explain_class(exp: "Experiment", class_ref: str, top_k: int | None = 10, *,
     neighbours.sort(key=lambda n: (-round(n["score"], 9), n["hop"], n["iri"]))
     return {
         "method": "occlusion",
-        "class": {"iri": iri, "curie": exp.ontology.curie(iri), "label": kg.labels[row]},
+        "class": {"iri": iri, "curie": exp.ontology.curie(iri), "label": kg.labels[row], "name": data_name},
         "prior_strength": float(tau), "prior_mean_norm": norm,
         "encoder": getattr(model.encoder, "kind", type(model.encoder).__name__), "layers": layers,
         "receptive_field": len(field), "candidates": len(candidates),
@@ -219,7 +246,8 @@ def explain_class(exp: "Experiment", class_ref: str, top_k: int | None = 10, *,
 def format_explanation(result: dict[str, Any]) -> str:
     """A readable report of :func:`explain_class`: the prior, then a table of neighbours."""
     c = result["class"]
-    lines = [f"{c['label']} ({c['curie']})",
+    shown = class_display(c["name"], c["label"]) if c.get("name") else c["label"]
+    lines = [f"{shown} [{c['curie']}]",
              f"prior strength tau = {result['prior_strength']:.3f} pseudo-shots; "
              f"prior mean norm ||m|| = {result['prior_mean_norm']:.3f}",
              f"method: {result['method']} of each node within {result['layers']} hop(s) of the class "

@@ -16,6 +16,7 @@ library and optionally pyoxigraph.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import gc
 import json
@@ -55,6 +56,7 @@ __all__ = [
     "Term",
     "SUBCLASS_OF",
     "SUPPORTED_FORMATS",
+    "class_display",
     "load_class_mapping",
     "load_ontology",
     "normalise_name",
@@ -131,6 +133,7 @@ class ResolveReport:
     ambiguous: dict[str, list[str]] = field(default_factory=dict)
     how: dict[str, str] = field(default_factory=dict)  # "curie" "iri" "label" "synonym" "normalised"
     suggestions: dict[str, list[str]] = field(default_factory=dict)  # unmatched name -> close labels
+    near: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)  # ... as (text, iri, kind)
     notes: dict[str, str] = field(default_factory=dict)  # unmatched name -> why (e.g. deprecated)
     _ontology = None  # not a dataclass field: set by resolve_many to render CURIEs and labels
 
@@ -190,6 +193,17 @@ def _norm_word(w: str) -> str:
     return w
 
 
+def class_display(name: str, label: str | None) -> str:
+    """How a class is shown: its dataset (folder) name with the ontology label beside it when
+    they differ, e.g. ``lung_scc (lung squamous cell carcinoma)``; the name alone otherwise."""
+    if not label or normalise_name(label) == normalise_name(name):
+        return name
+    return f"{name} ({label})"
+
+
+_TYPO_RATIO = 0.8  # difflib similarity of a near match that shares no word with the name
+
+
 def normalise_name(text: str) -> str:
     """Loose form used by the last resolve stage: casefold, ``_``/``-`` as spaces, punctuation
     dropped, simple English plurals, British -> American spelling of common medical words."""
@@ -240,6 +254,7 @@ class Ontology:
             self._in[e.relation][e.target].append(e.source)
         self._ns = self._namespace_table()
         self._index: dict | None = None
+        self._tokens: dict[str, set[str]] | None = None
         self.cycles = self._find_cycles()
 
     # ---- basics
@@ -547,12 +562,77 @@ class Ontology:
                 note = self._deprecated_note(name)
                 if note:
                     rep.notes[name] = note
-                pool = list(self._index["label"]) if self._index else []
-                if len(pool) <= 20_000:
-                    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.75)
-                    if close:
-                        rep.suggestions[name] = close
+                close = self.near_matches(name, n=3)
+                if close:
+                    rep.suggestions[name] = [text for text, _, _ in close]
+                    rep.near[name] = close
         return rep
+
+    def _token_index(self) -> dict[str, set[str]]:
+        """word of a normalised label or synonym -> those normalised texts (built once)."""
+        if self._tokens is None:
+            if self._index is None:
+                self._index = self._build_index()
+            tokens: dict[str, set[str]] = defaultdict(set)
+            for key in ("nlabel", "nsyn"):
+                for text in self._index[key]:
+                    for word in text.split():
+                        tokens[word].add(text)
+            self._tokens = tokens
+        return self._tokens
+
+    def near_matches(self, name: str, n: int = 3, cutoff: float = 0.5) -> list[tuple[str, str, str]]:
+        """The labels and synonyms closest to a name that does not resolve: hints, never matches.
+
+        Texts are compared in their normalised form (:func:`normalise_name`), scored by word
+        overlap (``0.6 * share of the name's words found + 0.4 * Jaccard``, so "glioblastoma"
+        finds "glioblastoma multiforme") and by character similarity (``difflib`` ratio, for
+        typos); a text scores the larger of the two.
+
+        Returns:
+            Up to ``n`` ``(text, iri, "label" | "synonym")``, best first, one per class, each
+            scoring at least ``cutoff``.
+        """
+        query = normalise_name(name)
+        words = set(query.split())
+        if not words:
+            return []
+        index = self._token_index()
+        idx = self._index
+        scores: dict[str, float] = {}
+        for word in words:
+            for text in index.get(word, ()):
+                if text in scores:
+                    continue
+                other = set(text.split())
+                common = len(words & other)
+                scores[text] = 0.6 * common / len(words) + 0.4 * common / len(words | other)
+        pool = [*idx["nlabel"], *idx["nsyn"]]
+        typo = max(cutoff, _TYPO_RATIO)
+        if len(pool) <= 100_000:  # a typo shares no word with its label; difflib finds it
+            matcher = difflib.SequenceMatcher(b=query, autojunk=False)
+            for text in pool:
+                matcher.set_seq1(text)
+                if (matcher.real_quick_ratio() >= typo and matcher.quick_ratio() >= typo
+                        and matcher.ratio() > scores.get(text, 0.0)):
+                    scores[text] = matcher.ratio()
+        # best first; at equal scores a label before a synonym, then alphabetically
+        ranked = sorted((t for t, sc in scores.items() if sc >= cutoff),
+                        key=lambda t: (-scores[t], t not in idx["nlabel"], t))
+        out: list[tuple[str, str, str]] = []
+        seen: set[str] = set()
+        for text in ranked:
+            for iri in sorted(idx["nlabel"].get(text, ())):
+                if iri not in seen:
+                    seen.add(iri)
+                    out.append((self.label(iri), iri, "label"))
+            for iri in sorted(idx["nsyn"].get(text, set()) - seen):
+                seen.add(iri)
+                syn = next((t for t, _ in self.terms[iri].synonyms if normalise_name(t) == text), text)
+                out.append((syn, iri, "synonym"))
+            if len(out) >= n:
+                break
+        return out[:n]
 
     def _deprecated_note(self, name: str) -> str | None:
         """Why a CURIE/IRI did not resolve when it names a deprecated term (with its replacement)."""
@@ -1675,6 +1755,16 @@ _PARENT_KEYS = ("parents", "parent", "parent_ids", "parent_id", "is_a")
 _ALL_KEYS = set(_NAME_KEYS) | set(_ID_KEYS) | set(_PARENT_KEYS) | {"label", "index"}
 
 
+def _row_label(row: dict[str, object]) -> str | None:
+    """The row's label column (``ontology_label``, else ``label``): what a mapped class without a
+    label of its own in the ontology is called."""
+    for key in ("ontology_label", "label"):
+        value = row.get(key)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value).strip():
+            return str(value).strip()
+    return None
+
+
 def _row_fields(row: dict[str, object]) -> tuple[object, object, object]:
     """(class name, id-or-label, parents) of one row. ``label`` is the class name when the row
     also has an id column (``index label ontology_id``), else it is the ontology label."""
@@ -1695,8 +1785,8 @@ def _row_fields(row: dict[str, object]) -> tuple[object, object, object]:
     return name, ident, pick(_PARENT_KEYS)
 
 
-def _mapping_rows(path: Path) -> list[tuple[int, str, str | None, list[str]]]:
-    """(row number, class name, id-or-label, parent ids) per row."""
+def _mapping_rows(path: Path) -> list[tuple[int, str, str | None, list[str], str | None]]:
+    """(row number, class name, id-or-label, parent ids, label column) per row."""
     if not path.exists():
         raise OntologyError(f"{path}: no such class-mapping file; check the path")
     if path.is_dir():
@@ -1776,7 +1866,7 @@ def _mapping_rows(path: Path) -> list[tuple[int, str, str | None, list[str]]]:
         else:
             raise OntologyError(f"{path}: row {i}: parents = {_short(repr(parents))} is not a "
                                 "list of ids; write parents: [DOID:162] or 'DOID:162;DOID:1909'")
-        out.append((i, str(name).strip(), None if ident is None else str(ident).strip(), plist))
+        out.append((i, str(name).strip(), None if ident is None else str(ident).strip(), plist, _row_label(row)))
     return out
 
 
@@ -1791,7 +1881,9 @@ def load_class_mapping(path: str | Path, ontology: Ontology) -> tuple[Ontology, 
     Columns: class name, ontology id or label (optional when parents are given), optional parent
     ids separated by ``;``. A row whose id resolves maps to that class; a row without a match but
     with parents adds a new class (IRI in the kgm namespace, label = the class name, subClassOf
-    each parent). Returns ``(ontology including the new classes, {class name: IRI})``.
+    each parent). A mapped class that has no label in the ontology takes the row's label column
+    (``ontology_label``, else ``label``). Returns ``(ontology including the new classes and
+    labels, {class name: IRI})``.
     """
     path = Path(path)
     rows = _mapping_rows(path)
@@ -1799,7 +1891,7 @@ def load_class_mapping(path: str | Path, ontology: Ontology) -> tuple[Ontology, 
     mapping: dict[str, str] = {}
     new_terms: dict[str, Term] = {}
     new_edges: list[Edge] = []
-    for i, name, ident, parents in rows:
+    for i, name, ident, parents, label in rows:
         if name in seen:
             raise OntologyError(f"{path}: row {i}: class {name!r} already mapped in row {seen[name]}; "
                                 "keep one row per class")
@@ -1807,7 +1899,10 @@ def load_class_mapping(path: str | Path, ontology: Ontology) -> tuple[Ontology, 
         if ident:
             rep = ontology.resolve_many([ident])
             if ident in rep.matches:
-                mapping[name] = rep.matches[ident]
+                iri = mapping[name] = rep.matches[ident]
+                term = ontology.terms[iri]
+                if not term.label and label and iri not in new_terms:
+                    new_terms[iri] = dataclasses.replace(term, label=label)
                 continue
             if ident in rep.ambiguous:
                 cands = ", ".join(ontology.curie(c) for c in rep.ambiguous[ident][:5])

@@ -41,7 +41,8 @@ from matplotlib.lines import Line2D
 
 from kgmeta.errors import KGMetaError
 from kgmeta.metrics import confusion_matrix
-from kgmeta.runs import atomic_write
+from kgmeta.ontology import class_display
+from kgmeta.runs import atomic_write, fresh_path
 
 if TYPE_CHECKING:
     from kgmeta.experiment import Experiment
@@ -54,6 +55,8 @@ PLOT_FILES = {"learning": "learning_curves.png", "shots": "accuracy_vs_shots.png
 MAX_BRANCHES = 9  # tab10 without its grey
 _DPI = 110
 _SPLIT_MARKERS = {"train": "o", "val": "s", "test": "^"}
+_TICK_CHARS = 48  # longest class name on a confusion-matrix axis (``folder (ontology label)``)
+LABEL_ALL_UP_TO = 20  # the class map labels every run class up to this many, else the test classes
 _logger = logging.getLogger(__name__)
 
 
@@ -181,9 +184,10 @@ def plot_robustness(result: dict[str, Any], path: Path, title: str = "") -> Path
 
 
 def _shot_results(run_dir: Path) -> dict[str, Any] | None:
-    """The test results of ``summary.json`` or ``eval-test.json``, whichever was written last."""
+    """The test results of ``summary.json`` or ``eval-test*.json``, whichever was written last."""
     found = []
-    for name, pick in (("summary.json", lambda d: d.get("test")), ("eval-test.json", lambda d: d)):
+    evals = [(p.name, lambda d: d) for p in run_dir.glob("eval-test*.json")]
+    for name, pick in (("summary.json", lambda d: d.get("test")), *evals):
         p = run_dir / name
         if not p.is_file():
             continue
@@ -337,11 +341,6 @@ def plot_class_embeddings(exp: "Experiment", path: Path, title: str = "") -> Pat
         ax.scatter(pts[:, 0], pts[:, 1], s=55 if split == "test" else 32, marker=marker,
                    c=[color.get(branch[i], grey) for i in members], edgecolors="k",
                    linewidths=0.9 if split == "test" else 0.4, zorder=3)
-        if split == "test":
-            for i in members:
-                x, y = xy[idx[i]]
-                ax.annotate(kg.labels[kg.index[i]], (x, y), xytext=(3, 3), textcoords="offset points",
-                            fontsize=6)
     def legend_label(b: str) -> str:  # a branch with sub-branches holds the "other" classes
         other = any(b in kg.ancestor_distances(c) for c in order if c != b)
         return f"{kg.labels[kg.index[b]]}{' (other)' if other else ''} ({counts[b]})"
@@ -353,14 +352,70 @@ def plot_class_embeddings(exp: "Experiment", path: Path, title: str = "") -> Pat
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5),
               title="ontology branch (run classes)", title_fontsize=7)
     ax.set(xlabel="PC 1", ylabel="PC 2",
-           title=f"GNN class embeddings: {len(split_of)} run classes + {len(anc)} ancestors")
+           title=f"GNN class embeddings: {len(split_of)} run classes + {len(anc)} ancestors"
+                 + ("" if len(split_of) <= LABEL_ALL_UP_TO else " (test classes labelled)"))
     ax.grid(alpha=0.2)
     if title:
         fig.suptitle(title, fontsize=10)
+    # every run class is labelled (classes that share a branch colour stay distinguishable), or
+    # with many classes the test classes; labels are placed where they overlap nothing
+    from kgmeta.explain import run_class_names
+
+    named = {i: n for n, i in reversed(list(run_class_names(exp).items()))}
+    shown = [i for i in nodes_l if i in split_of
+             and (len(split_of) <= LABEL_ALL_UP_TO or split_of[i] == "test")]
+    place_labels(fig, ax, [(xy[idx[i]], class_display(named[i], kg.labels[kg.index[i]]) if i in named
+                             else kg.labels[kg.index[i]]) for i in shown], xy)
     return _save(fig, path)
 
 
+def place_labels(fig: Figure, ax: Any, items: list[tuple[np.ndarray, str]], points: np.ndarray) -> list[Any]:
+    """Annotate each ``(xy, text)`` at the first of a ring of offsets (growing outwards) where its
+    box overlaps no label placed before, no marker of ``points`` ``[n, 2]`` and not the axes'
+    frame; far placements get a leader line. Returns the labels' boxes in pixels."""
+    fig.canvas.draw()  # the final layout, so that data -> pixel transforms are right
+    renderer = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    marks = [to_px(p) for p in points]
+    taken: list[Any] = []
+    ring = [(dx, dy) for r in (4, 10, 18, 28, 40, 55) for dx, dy in
+            ((r, r * 0.5), (r, -r * 0.9), (-r, r * 0.5), (-r, -r * 0.9), (0, r), (0, -r * 1.2), (r * 1.3, 0),
+             (-r * 1.3, 0))]
+    inside = ax.get_window_extent(renderer).padded(-4)  # not on the frame
+    for xy, text in items:
+        best = None
+        for dx, dy in ring:
+            ann = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", fontsize=6,
+                              ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top")
+            box = ann.get_window_extent(renderer).expanded(1.05, 1.15)
+            clear = (not any(box.overlaps(t) for t in taken)
+                     and not any(box.contains(mx, my) for mx, my in marks)
+                     and inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1))
+            if clear:
+                best = (ann, box, (dx, dy))
+                break
+            ann.remove()
+        if best is None:  # nowhere free: the nearest spot, marked by a leader line
+            dx, dy = ring[-1]
+            ann = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", fontsize=6)
+            best = (ann, ann.get_window_extent(renderer), (dx, dy))
+        ann, box, (dx, dy) = best
+        if abs(dx) + abs(dy) > 20:  # far from its marker: redrawn with a leader line
+            ann.remove()
+            ann = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", fontsize=6,
+                              ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
+                              arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"})
+        taken.append(box)
+    return taken
+
+
 # ---------------------------------------------------------------------------- confusion matrix
+def _shown(exp: "Experiment", c: int) -> str:
+    """Dataset class ``c`` as shown in figures: its folder name and ontology label."""
+    iri = exp.dataset.class_iris[c]
+    return class_display(exp.dataset.class_names[c], exp.ontology.label(iri) if iri else None)
+
+
 def confusion_counts(exp: "Experiment", shots: int = 1, episodes: int = 100,
                    split: str = "test") -> tuple[np.ndarray, list[str]]:
     """Confusion counts ``[n, n]`` (rows true, columns predicted) over the classes of ``split``,
@@ -369,7 +424,7 @@ def confusion_counts(exp: "Experiment", shots: int = 1, episodes: int = 100,
     from kgmeta.evaluation import eval_specs, feature_cache, scored_episodes
 
     classes = exp.splits[split]
-    names = [exp.dataset.class_names[c] for c in classes]
+    names = [_shown(exp, c) for c in classes]
     pos = {c: j for j, c in enumerate(classes)}
     specs = eval_specs(exp, split, shots, episodes)
     preds, truth = [], []
@@ -386,29 +441,43 @@ def plot_confusion(counts: np.ndarray, names: list[str], path: Path, title: str 
     n = len(names)
     rows = counts.sum(1, keepdims=True)
     frac = np.divide(counts, np.maximum(rows, 1), dtype=float)
-    side = min(max(4.5, 0.42 * n + 2.5), 22)
-    fig, ax = _new_figure(side + 1, side)
+    short = [s if len(s) <= _TICK_CHARS else s[:_TICK_CHARS - 1] + "~" for s in names]
+    # the tick labels take room on both axes: a long name must not squeeze the matrix away
+    label_in = 0.055 * max(len(s) for s in short) + 0.4
+    side = min(max(3.0, 0.42 * n + 1.0), 20) + label_in
+    fig, ax = _new_figure(side + 1.2, side)
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    short = [s if len(s) <= 28 else s[:27] + "~" for s in names]
     ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n), [f"{s} ({int(r)})" for s, r in zip(short, rows[:, 0])], fontsize=7)
     if n <= 20:
         for i in range(n):
             for j in range(n):
                 if counts[i, j]:
-                    ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if frac[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted class", ylabel="true class (queries)")
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
     acc = float(np.trace(counts) / max(counts.sum(), 1))
-    ax.set_title(title or f"confusion, pooled accuracy {100 * acc:.1f}%", fontsize=9)
+    # over the whole figure, wrapped to its width (about 0.6 em per character): never clipped
+    fig.suptitle(_wrap(title or f"confusion, pooled accuracy {100 * acc:.1f}%", side + 0.8, 9), fontsize=9)
     return _save(fig, path)
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points."""
+    import textwrap
+
+    chars = max(20, int(width_in * 72 / (0.62 * fontsize)))
+    return "\n".join(textwrap.wrap(text, chars)) or text
 
 
 # ---------------------------------------------------------------------------- the run
 def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
              log: Callable[[str], None] | None = None, episodes: int = 100) -> list[Path]:
     """Write every figure that the run folder allows into ``<run_dir>/plots/``.
+
+    A figure already there is never replaced (training wrote it, or an earlier call): the new
+    one is written beside it as ``<name>-2.png``, ``<name>-3.png``, ...
 
     Args:
         run_dir: a run folder written by :func:`kgmeta.train.fit`.
@@ -444,7 +513,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
         if not records:
             note(f"plots: skipped learning curves (no records in {metrics})")
             return None
-        return plot_learning_curves(records, out / PLOT_FILES["learning"], title=name)
+        return plot_learning_curves(records, fresh_path(out / PLOT_FILES["learning"]), title=name)
 
     def shots() -> Path | None:
         results = _shot_results(run_dir)
@@ -452,7 +521,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
             note("plots: skipped accuracy against shots (no test results in summary.json or "
                  "eval-test.json yet; run kgmeta evaluate)")
             return None
-        return plot_accuracy_vs_shots(results, out / PLOT_FILES["shots"], title=name)
+        return plot_accuracy_vs_shots(results, fresh_path(out / PLOT_FILES["shots"]), title=name)
 
     attempt("learning curves", learning)
     attempt("accuracy against shots", shots)
@@ -479,7 +548,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
         if not e.model.conditioned:
             note("plots: skipped the class embedding map (model.conditioning=none: no GNN embeddings)")
             return None
-        return plot_class_embeddings(e, out / PLOT_FILES["embeddings"], title=name)
+        return plot_class_embeddings(e, fresh_path(out / PLOT_FILES["embeddings"]), title=name)
 
     def confusion() -> Path | None:
         e = state["exp"] if "error" in state else experiment()
@@ -491,7 +560,7 @@ def plot_run(run_dir: str | os.PathLike, exp: "Experiment | None" = None, *,
         counts, names = confusion_counts(e, 1, episodes)
         prior = "with graph prior" if e.model.conditioned else "no graph prior"
         acc = float(np.trace(counts) / max(counts.sum(), 1))
-        return plot_confusion(counts, names, out / PLOT_FILES["confusion"],
+        return plot_confusion(counts, names, fresh_path(out / PLOT_FILES["confusion"]),
                               title=f"{name}: test classes, 1-shot, {episodes} episodes, {prior}; "
                                     f"pooled accuracy {100 * acc:.1f}%")
 

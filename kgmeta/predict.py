@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from kgmeta.calibration import apply_calibration
 from kgmeta.datasets import IMAGE_EXTENSIONS, load_image_file
 from kgmeta.episodes import Episode
 from kgmeta.errors import ConfigError, DataError
 from kgmeta.evaluation import episode_logits
-from kgmeta.explain import resolve_class
+from kgmeta.explain import resolve_class, run_class_names
+from kgmeta.ontology import class_display
 
 if TYPE_CHECKING:
     from kgmeta.experiment import Experiment
@@ -50,10 +52,11 @@ def _load(path: Path, size: int, channels: int) -> torch.Tensor:
 
 def _class_entry(exp: "Experiment", name: str, shots: int) -> dict[str, Any]:
     model, ontology = exp.model, exp.ontology
+    aliases = run_class_names(exp)  # the run's own folder / class-map names resolve too
     if model.conditioned:
-        iri = resolve_class(ontology, name, model.kg, what="class")
+        iri = resolve_class(ontology, name, model.kg, what="class", aliases=aliases)
     else:  # the plain learner needs no graph node; keep the ontology identity when there is one
-        iri = ontology.resolve(name)
+        iri = aliases.get(name) or ontology.resolve(name)
     given = name
     if iri is not None and " " not in name and ":" in name:  # named by CURIE or IRI: show its label
         name = ontology.label(iri)
@@ -61,8 +64,28 @@ def _class_entry(exp: "Experiment", name: str, shots: int) -> dict[str, Any]:
             "label": ontology.label(iri) if iri else name, "shots": shots}
 
 
+def _calibrate(exp: "Experiment", shots: list[int], use_prior: bool) -> dict[str, Any]:
+    """Temperature and zero-shot offset fitted on held-out episodes shaped like the request
+    (:mod:`kgmeta.calibration`); ``{"temperature": 1.0, "zero_shot_offset": 0.0, "note"}``
+    when the run's classes cannot give such episodes."""
+    from kgmeta.calibration import CALIBRATION_EPISODES, calibration_episodes, episode_logits, fit_calibration
+    from kgmeta.errors import KGMetaError
+
+    with_images = sorted(k for k in shots if k > 0)
+    k = with_images[len(with_images) // 2] if with_images else 0  # 0: zero-shot episodes throughout
+    zero = bool(with_images) and any(n == 0 for n in shots)  # a mix: fit the zero-shot offset too
+    try:
+        split, specs = calibration_episodes(exp, len(shots), k, zero)
+        fit = fit_calibration(episode_logits(exp, specs, use_prior), fit_offset=zero)
+    except KGMetaError as exc:
+        return {"temperature": 1.0, "zero_shot_offset": 0.0, "note": f"not calibrated ({exc})"}
+    return {**fit, "split": split, "episodes": CALIBRATION_EPISODES, "shots": k,
+            "n_way": len(specs[0].classes), "zero_shot_class_per_episode": zero}
+
+
 def predict(exp: "Experiment", support_dir: str | os.PathLike | None, images: list[str],
-            classes: list[str] | None = None, *, use_prior: bool = True) -> dict[str, Any]:
+            classes: list[str] | None = None, *, use_prior: bool = True,
+            calibrate: bool = True) -> dict[str, Any]:
     """Classify ``images`` among new classes given by example folders and/or by name only.
 
     Args:
@@ -73,12 +96,16 @@ def predict(exp: "Experiment", support_dir: str | os.PathLike | None, images: li
         classes: extra class names, CURIEs or IRIs with no images: zero-shot from the graph
             prior alone (needs ``model.conditioning: kg``).
         use_prior: False classifies a conditioned model's few-shot classes without the prior.
+        calibrate: fit a temperature (and, with zero-shot classes, the offset between prior-only
+            and image prototypes) on held-out episodes of the run's own classes shaped like
+            this request (:mod:`kgmeta.calibration`); False: the raw softmax of the logits.
 
     Returns:
         ``{"classes": [{"name" (folder name; the label for a class given by CURIE or IRI),
         "ref" (as given), "iri", "curie", "label", "shots"}], "predictions": [{"image",
         "predicted", "probability", "probabilities": {class name: p}}], "learner",
-        "conditioned", "use_prior"}``; each image's probabilities sum to 1.
+        "conditioned", "use_prior", "calibration"}``; each image's probabilities sum to 1;
+        ``calibration`` holds ``temperature``, ``zero_shot_offset`` and the fit's details.
 
     Raises:
         DataError: a missing, empty or unreadable image or support folder, no images, fewer than
@@ -153,6 +180,9 @@ def predict(exp: "Experiment", support_dir: str | os.PathLike | None, images: li
     iris = [e["iri"] for e in entries]
     dev = exp.device
     xs_f = xs.to(dev).float().div_(255.0)
+    calibration = (_calibrate(exp, [e["shots"] for e in entries], use_prior) if calibrate
+                   else {"temperature": 1.0, "zero_shot_offset": 0.0, "note": "not calibrated (switched off)"})
+    zero_mask = shots == 0                                                          # [n_way]
     probs = []
     was_training = model.training
     model.eval()
@@ -164,7 +194,9 @@ def predict(exp: "Experiment", support_dir: str | os.PathLike | None, images: li
                 episode = Episode(xs_f, ys.to(dev), xq, torch.zeros(len(xq), dtype=torch.long, device=dev),
                                   list(names), list(iris), shots.to(dev))
                 logits = episode_logits(model, episode, z, use_prior=use_prior)   # [q, n_way]
-                probs.append(torch.softmax(logits, dim=1).cpu())
+                logits = apply_calibration(logits.cpu(), zero_mask, calibration["temperature"],
+                                           calibration["zero_shot_offset"])
+                probs.append(torch.softmax(logits, dim=1))
     finally:
         model.train(was_training)
     prob = torch.cat(probs)  # [Q, n_way]
@@ -174,33 +206,47 @@ def predict(exp: "Experiment", support_dir: str | os.PathLike | None, images: li
         predictions.append({"image": str(path), "predicted": names[best], "probability": p[best],
                             "probabilities": dict(zip(names, p))})
     return {"classes": entries, "predictions": predictions, "learner": cfg.model.learner,
-            "conditioned": model.conditioned, "use_prior": bool(use_prior and model.conditioned)}
+            "conditioned": model.conditioned, "use_prior": bool(use_prior and model.conditioned),
+            "calibration": calibration}
 
 
 def format_predictions(result: dict[str, Any]) -> str:
-    """A readable table of :func:`predict`'s result: the classes, then one line per image."""
+    """A readable table of :func:`predict`'s result: the classes (folder name and ontology label),
+    the calibration, then one line per image with each class's probability under its full name."""
     classes = result["classes"]
     lines = ["classes: " + ", ".join(
-        f"{c['name']}" + (f" [{c['curie']}]" if c["curie"] and c["curie"] != c["name"] else "")
+        class_display(c["name"], c["label"]) + (f" [{c['curie']}]" if c["curie"] and c["curie"] != c["name"] else "")
         + f" ({c['shots']} shot{'s' if c['shots'] != 1 else ''}{', zero-shot' if c['shots'] == 0 else ''})"
         for c in classes)]
+    cal = result.get("calibration") or {}
+    if "note" in cal:
+        lines.append(f"probabilities: {cal['note']}")
+    elif cal:
+        lines.append(f"probabilities calibrated on {cal['episodes']} {cal['split']} episodes "
+                     f"({cal['n_way']}-way, {cal['shots']}-shot{', one class zero-shot' if cal['zero_shot_class_per_episode'] else ''}): "
+                     f"temperature {cal['temperature']:.4g}"
+                     + (f", zero-shot offset {cal['zero_shot_offset']:+.4g}" if cal["zero_shot_class_per_episode"] else "")
+                     + f"; held-out NLL {cal['nll_before']:.3g} -> {cal['nll_after']:.3g}")
     preds = result["predictions"]
     names = [c["name"] for c in classes]
     img_w = min(max(len(p["image"]) for p in preds), 48)
-    pred_w = min(max(len(p["predicted"]) for p in preds), 32)
+    pred_w = max(min(max(len(p["predicted"]) for p in preds), 40), len("predicted"))
+
+    def image(p: dict[str, Any]) -> str:
+        return p["image"] if len(p["image"]) <= img_w else "~" + p["image"][-(img_w - 1):]
+
     if len(names) <= 6:
-        head = "".join(f"  {n[:12]:>12}" for n in names)
+        widths = [max(len(n), 6) for n in names]  # a column is as wide as its class's name
+        head = "".join(f"  {n:>{w}}" for n, w in zip(names, widths))
         lines.append(f"{'image':<{img_w}}  {'predicted':<{pred_w}}{head}")
         for p in preds:
-            img = p["image"] if len(p["image"]) <= img_w else "~" + p["image"][-(img_w - 1):]
-            probs = "".join(f"  {p['probabilities'][n]:12.3f}" for n in names)
-            lines.append(f"{img:<{img_w}}  {p['predicted'][:pred_w]:<{pred_w}}{probs}")
+            probs = "".join(f"  {p['probabilities'][n]:{w}.3f}" for n, w in zip(names, widths))
+            lines.append(f"{image(p):<{img_w}}  {p['predicted'][:pred_w]:<{pred_w}}{probs}")
     else:  # many classes: the three most probable
         lines.append(f"{'image':<{img_w}}  {'predicted':<{pred_w}}  {'p':>6}  next most probable")
         for p in preds:
-            img = p["image"] if len(p["image"]) <= img_w else "~" + p["image"][-(img_w - 1):]
             ranked = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[1:3]
             rest = ", ".join(f"{n} {v:.3f}" for n, v in ranked)
-            lines.append(f"{img:<{img_w}}  {p['predicted'][:pred_w]:<{pred_w}}  "
+            lines.append(f"{image(p):<{img_w}}  {p['predicted'][:pred_w]:<{pred_w}}  "
                          f"{p['probability']:6.3f}  {rest}")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ learner meta-trains it and the graph prior lives in its output space. ``freeze``
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +302,8 @@ def _use_running_stats(module: nn.Module, running: bool) -> None:
 def build_model_backbone(name: str, in_channels: int = 3, image_size: int = 64, *,
                          bn_mode: str = "transductive", weights_path: str | Path | None = None,
                          freeze_mode: str | int = "none", adapter: str = "none", adapter_dim: int = 128,
-                         input_size: int | None = None) -> nn.Module:
+                         input_size: int | None = None,
+                         log: Callable[[str], None] | None = None) -> nn.Module:
     """The backbone of ``model.*``: built by name, weights from ``weights_path``, frozen and adapted.
 
     Returns a plain :class:`~kgmeta.backbones.Backbone` for a kgmeta backbone without freezing,
@@ -330,7 +331,7 @@ def build_model_backbone(name: str, in_channels: int = 3, image_size: int = 64, 
         trunk, dim = _external(name, in_channels, image_size, input_size, spatial=(adapter == "conv1x1"))
         _use_running_stats(trunk, bn_mode == "running" or freeze_mode == "all")
     if weights_path is not None:
-        load_weights(trunk, weights_path, name)
+        load_weights(trunk, weights_path, name, log=log)
     if plain and not external:
         return trunk
     mode = "running" if freeze_mode == "all" else bn_mode

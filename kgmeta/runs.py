@@ -135,6 +135,18 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
         data.release()
 
 
+def fresh_path(path: str | os.PathLike) -> Path:
+    """``path`` when nothing is there yet, else the first free ``<stem>-2<suffix>``,
+    ``<stem>-3<suffix>``, ...: a new result is written beside the earlier ones, never over them
+    (``eval-test.json``, then ``eval-test-2.json``)."""
+    path = Path(path)
+    candidate, n = path, 1
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"

@@ -44,6 +44,7 @@ from kgmeta.features_cache import cached_episode
 from kgmeta.metrics import mean_ci95
 from kgmeta.model import KGMetaModel
 from kgmeta.runs import MetricsLog, append_line, check_run_dir, load_checkpoint, new_run_dir, save_checkpoint, write_json
+from kgmeta.sanity import SaturationWatch, split_warnings
 
 if TYPE_CHECKING:
     from kgmeta.episodes import Episode
@@ -194,6 +195,11 @@ class _RunLog:
         if not self.quiet:
             tqdm.write(message, file=sys.stderr)
 
+    def warn(self, message: str) -> None:
+        """A warning: to ``train.log`` and, even when quiet, to stderr as ``kgmeta: warning: ...``."""
+        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} warning: {message}", "to the log")
+        tqdm.write(f"kgmeta: warning: {message}", file=sys.stderr)
+
 
 class _ScalarLog:
     """Scalars to TensorBoard (``<run>/tensorboard``) and, if asked, to Weights & Biases."""
@@ -260,7 +266,7 @@ def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
     """(config, run folder, checkpoint state to resume or None); creates the folder."""
     if resume is not None:
         run_dir = check_run_dir(resume)
-        saved = load_config(run_dir / "config.yaml")
+        saved = load_config(run_dir / "config.yaml", paths_from_file=False)  # as written at the time
         last = run_dir / "checkpoints" / "last.pt"
         state = load_checkpoint(last)
         cfg = saved if cfg is None else cfg
@@ -331,6 +337,8 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     if ctx.active and (device is None and resolve_device(cfg.train.device).type == "cuda"):
         device = f"cuda:{ctx.local_rank}"
     exp = build(cfg, device, like=load_run_graph(run_dir), init=state is None)
+    for note in exp.notes:
+        log(note)
     if ctx.is_main and not (run_dir / GRAPH_FILE).is_file():
         save_run_graph(run_dir, exp.kg)
     t = cfg.train
@@ -363,6 +371,11 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         f"{len(exp.splits['test'])} train/val/test classes; learner {cfg.model.learner}, "
         f"conditioning {cfg.model.conditioning}, device {exp.device}"
         + (f", {ctx.world} processes" if ctx.active else ""))
+    warn = getattr(log, "warn", log)
+    for line in split_warnings(exp.dataset.class_names, exp.dataset.class_iris, exp.splits,
+                               cfg.episodes.n_way, exp.ontology.curie):
+        warn(line)
+    saturation = SaturationWatch()
     zero_p = cfg.episodes.zero_shot_prob if model.conditioned else 0.0
     sampler = split_sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
     val_specs = (eval_specs(exp, "val", cfg.episodes.k_shot, cfg.episodes.val_episodes,
@@ -427,6 +440,9 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
                                                            "config": config_to_dict(cfg)})
                 log(f"step {done}: loss {value:.4f}, meta-val accuracy {val['accuracy'][0]:.3f}"
                     f" (best {best_val:.3f} at step {best_step})")
+                note = saturation.update(val["accuracy"][0], done)
+                if note:
+                    warn(note)
             metrics_log.write(record)
             if writer is not None:
                 writer.write(record)
@@ -460,6 +476,9 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
             _load_model_state(exp, load_checkpoint(ckpt_dir / "best.pt", exp.device), ckpt_dir / "best.pt")
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
+        from kgmeta.report import log_hparams  # test metrics and settings in TensorBoard's HParams
+
+        log_hparams(run_dir, config_to_dict(cfg), summary["test"])
     write_json(run_dir / "summary.json", summary)
     _plots(run_dir, exp, log)
     return summary

@@ -135,7 +135,10 @@ def _new_eval_dir(run_dir: Path, name: str) -> Path:
 
 
 def _class_table(classes: list[dict[str, Any]]) -> str:
-    width = min(max(len(c["name"]) for c in classes), 40)
+    from kgmeta.ontology import class_display  # late: rdflib
+
+    classes = [{**c, "name": class_display(c["name"], c.get("label"))} for c in classes]
+    width = min(max(len(c["name"]) for c in classes), 60)
     cw = min(max(len(c["curie"] or "-") for c in classes + [{"curie": "ontology"}]), 40)
     lines = [f"{'class':<{width}}  {'ontology':<{cw}}  {'role':<10}  {'images':>6}  {'hops':>4}  evaluated"]
     for c in classes:

@@ -2,13 +2,15 @@
 
 :func:`read_state_dict` reads tensors by name from a ``.safetensors`` file or a
 ``torch.load(weights_only=True)`` file (timm / kgmeta checkpoints unwrapped, a DataParallel
-``module.`` prefix removed); :func:`load_weights` loads them into a backbone with every key and
+``module.`` / ``_orig_mod.`` prefix removed); :func:`load_weights` loads them into a backbone with every key and
 shape checked. Used by :mod:`kgmeta.backbones` (resnet18's ``weights_path``) and
 :mod:`kgmeta.pretrained`; imports neither.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ __all__ = ["load_weights", "read_state_dict"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "backbone_state_dict", "state_dict_ema", "model_ema")
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, then torch.compile
+_logger = logging.getLogger("kgmeta.pretrained")
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -29,8 +33,14 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
     ``.safetensors`` files are read with safetensors; anything else with
     ``torch.load(..., weights_only=True)``. A dict holding ``state_dict`` / ``model`` (timm and
-    kgmeta checkpoints) is unwrapped, and a ``module.`` prefix (DataParallel) is removed.
+    kgmeta checkpoints) is unwrapped, and a ``module.`` prefix (DataParallel and
+    DistributedDataParallel) or ``_orig_mod.`` prefix (``torch.compile``) on every key is removed.
     """
+    return _read_state(path)[0]
+
+
+def _read_state(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
+    """(:func:`read_state_dict`'s tensors, the key prefixes that were stripped)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"weights_path={str(path)!r} does not exist; give a local weights file "
@@ -53,9 +63,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(f"weights_path={str(path)!r} holds no state dict of tensors; save one with "
                           f"torch.save(model.state_dict(), path)")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+    stripped = []
+    for prefix in _WRAPPER_PREFIXES:  # e.g. module._orig_mod.x (a compiled model under DDP)
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            stripped.append(prefix)
+    return dict(state), stripped
 
 
 def _candidates(trunk: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -68,24 +81,32 @@ def _candidates(trunk: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def load_weights(trunk: nn.Module, path: str | Path, name: str = "the backbone") -> nn.Module:
+def load_weights(trunk: nn.Module, path: str | Path, name: str = "the backbone",
+                 log: Callable[[str], None] | None = None) -> nn.Module:
     """Load the local weights file ``path`` into ``trunk`` (or the timm / torchvision model in it,
     whichever its keys fit), checking every key and shape.
 
     Classifier weights the trunk does not have (``fc.*``, ``head.*``, ``classifier.*``) are
     dropped; BatchNorm statistics are dropped when the trunk keeps none (``bn_mode=transductive``);
-    a 3-channel stem is summed over its input channels for other channel counts. Any other missing
-    or unexpected key, or a wrong shape, is a ConfigError naming the keys. Returns the module
-    loaded into.
+    a 3-channel stem is summed over its input channels for other channel counts; a ``module.``
+    prefix (DataParallel / DDP checkpoints) is stripped. Any other missing or unexpected key, or a
+    wrong shape, is a ConfigError naming the keys. One line saying which file was loaded into
+    what, how many tensors matched and what was dropped or stripped goes to ``log`` (default: the
+    ``kgmeta.pretrained`` logger at INFO). Returns the module loaded into.
     """
-    state = read_state_dict(path)
+    state, stripped = _read_state(path)
+    in_file = len(state)
     best = max(_candidates(trunk), key=lambda c: len(set(state) & set(c[1].state_dict())))
     target = best[1]
     expected = target.state_dict()
     head = ("fc.", "head.", "classifier.", "head_dist.", "last_linear.")
-    state = {k: v for k, v in state.items() if k in expected or not k.startswith(head)}
+    kept = {k: v for k, v in state.items() if k in expected or not k.startswith(head)}
+    n_head = len(state) - len(kept)
+    state = kept
+    n_stats = 0
     if not any(k.endswith(_BN_STATS[0]) for k in expected):
-        state = {k: v for k, v in state.items() if not k.endswith(_BN_STATS)}
+        kept = {k: v for k, v in state.items() if not k.endswith(_BN_STATS)}
+        n_stats, state = len(state) - len(kept), kept
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -105,4 +126,13 @@ def load_weights(trunk: nn.Module, path: str | Path, name: str = "the backbone")
         raise ConfigError(f"weights_path={str(path)!r} has wrong tensor shapes for {name}: {bad[:3]}; "
                           f"give weights saved from {name}")
     target.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    dropped = [f"{n} {what}" for n, what in ((n_head, "classifier tensors"),
+                                             (n_stats, "BatchNorm statistics (bn_mode=transductive keeps none)"))
+               if n]
+    note = (f"weights {path}: {len(state)} of {in_file} tensors loaded into {name}"
+            f"{' (' + type(target).__name__ + ')' if target is not trunk else ''}, all "
+            f"{len(expected)} of its tensors matched"
+            + (f"; dropped {', '.join(dropped)}" if dropped else "")
+            + (f"; stripped the key prefix {' and '.join(repr(p) for p in stripped)}" if stripped else ""))
+    (log or _logger.info)(note)
     return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import string
 import typing
@@ -253,7 +254,8 @@ def test_overrides_scalars_lists_and_null():
                              "data.kind=folders", "train.grad_clip=null",
                              " episodes.k_shot = 5 "])
     assert cfg.episodes.n_way == 3 and cfg.model.learner == "maml"
-    assert cfg.data.roots == ("a", "b") and cfg.train.grad_clip is None
+    assert cfg.data.roots == (os.path.abspath("a"), os.path.abspath("b"))  # against the working folder
+    assert cfg.train.grad_clip is None
     assert cfg.episodes.k_shot == 5
 
 
@@ -269,7 +271,7 @@ def test_later_override_wins_and_beats_file(tmp_path):
 
 
 def test_value_with_equals_sign_is_kept():
-    assert load_config(None, ["ontology.paths=[a=b.ttl]"]).ontology.paths == ("a=b.ttl",)
+    assert load_config(None, ["ontology.paths=[a=b.ttl]"]).ontology.paths == (os.path.abspath("a=b.ttl"),)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -302,7 +304,43 @@ def test_base_inheritance_relative_to_file(tmp_path):
     cfg = load_config(child)
     assert cfg.name == "basename" and cfg.episodes.n_way == 7 and cfg.episodes.k_shot == 2
     assert cfg.model.learner == "anil"
-    assert cfg.data.roots == ("r2", "r3")  # lists replace, they do not concatenate
+    # lists replace, they do not concatenate; the paths are relative to the file that set them
+    assert cfg.data.roots == (str(tmp_path / "sub" / "r2"), str(tmp_path / "sub" / "r3"))
+
+
+def test_relative_paths_resolve_against_the_config_files_folder(tmp_path, monkeypatch):
+    """Input paths in a file are relative to the file (each base to its own); --set paths and
+    the output folders to the working folder; builtin names, URLs and absolute paths are kept."""
+    (tmp_path / "cfg" / "sub").mkdir(parents=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    write(tmp_path, "cfg/base.yaml", "ontology:\n  paths: [onto/a.ttl, builtin:kgmeta-medical]\n"
+                                     "model:\n  weights_path: ../weights/w.pt\n")
+    child = write(tmp_path, "cfg/sub/child.yaml",
+                  f"base: ../base.yaml\nout_dir: runs\ndata:\n  kind: folders\n"
+                  f"  roots: [images, {tmp_path / 'abs'}]\n  classes: maps/classes.tsv\n"
+                  f"pretrain:\n  images: [unlabeled]\n  out: w.pt\ntrain:\n  init_from: ../../old-run\n")
+    monkeypatch.chdir(work)
+    cfg = load_config(os.path.relpath(child, work))
+    assert cfg.ontology.paths == (str(tmp_path / "cfg" / "onto" / "a.ttl"), "builtin:kgmeta-medical")
+    assert cfg.model.weights_path == str(tmp_path / "weights" / "w.pt")
+    assert cfg.data.roots == (str(tmp_path / "cfg" / "sub" / "images"), str(tmp_path / "abs"))
+    assert cfg.data.classes == str(tmp_path / "cfg" / "sub" / "maps" / "classes.tsv")
+    assert cfg.pretrain.images == (str(tmp_path / "cfg" / "sub" / "unlabeled"),)
+    assert cfg.pretrain.out == str(tmp_path / "cfg" / "sub" / "w.pt")
+    assert cfg.train.init_from == str(tmp_path / "old-run")
+    assert cfg.out_dir == "runs"  # where to write: relative to the working folder
+    over = load_config(child, ["data.classes=here.tsv", "data={roots: [mine]}",
+                               "ontology.paths=[https://example.org/o.ttl]"])
+    assert over.data.classes == str(work / "here.tsv") and over.data.roots == (str(work / "mine"),)
+    assert over.ontology.paths == ("https://example.org/o.ttl",)
+    # a saved config means the same from any folder; an old run's relative paths keep their meaning
+    saved = dump_config(cfg, tmp_path / "run" / "config.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(saved) == cfg
+    (tmp_path / "oldrun").mkdir()
+    old = write(tmp_path, "oldrun/config.yaml", "data:\n  kind: folders\n  roots: [images]\n")
+    assert load_config(old, paths_from_file=False).data.roots == (str(tmp_path / "images"),)
 
 
 def test_error_in_base_names_the_base_file(tmp_path):

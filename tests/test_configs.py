@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,30 @@ SMOKE = str(CONFIGS / "smoke.yaml")
 def test_every_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.name
+
+
+def _input_paths(cfg) -> list[str]:
+    return [p for p in (*cfg.ontology.paths, *cfg.data.roots, cfg.data.classes, cfg.model.weights_path,
+                        cfg.train.init_from, *cfg.pretrain.images, cfg.pretrain.out)
+            if p is not None and not p.startswith("builtin:")]
+
+
+def test_shipped_configs_fit_a_fresh_clone_from_any_folder(tmp_path: Path, monkeypatch) -> None:
+    """A clone beside ../shared: every path of every shipped config lands in the clone or in
+    shared/data, whatever the working folder (paths are relative to the config file)."""
+    clone, shared = tmp_path / "kgmeta", tmp_path / "shared" / "data"
+    shutil.copytree(CONFIGS, clone / "configs")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for path in sorted((clone / "configs").glob("*.yaml")):
+        for p in _input_paths(load_config(path)):
+            assert Path(p).is_relative_to(clone) or Path(p).is_relative_to(shared), (path.name, p)
+    doid = load_config(clone / "configs" / "folders-doid.yaml")
+    assert doid.data.classes == str(shared / "real_dev" / "classes.tsv")
+    assert doid.ontology.paths[0] == str(shared / "ontologies" / "doid" / "doid_2016-09-01.obo")
+    assert doid.data.roots[0] == str(shared / "real_dev" / "mednist")
+    medmnist = load_config(CONFIGS / "medmnist.yaml")  # the shipped map is found in the repository
+    assert Path(medmnist.data.classes).is_file()
 
 
 def test_default_yaml_is_the_builtin_default() -> None:
@@ -112,3 +137,19 @@ def test_npz_with_medmnist_style_map(tmp_path: Path) -> None:
                  "--set", "data.train_classes=[alpha, beta]", "--set", "data.val_classes=[]",
                  "--set", "data.test_classes=[gamma, delta]", "--set", "data.channels=1"])
     assert code == 0
+
+
+def test_npz_without_names_says_where_to_give_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(2)
+    labels = np.arange(40) % 4
+    images = (labels[:, None, None] * 60 + rng.integers(0, 30, (40, 12, 12))).astype(np.uint8)
+    npz = tmp_path / "pathmnist.npz"
+    np.savez(npz, train_images=images, train_labels=labels[:, None])
+    code = main(["train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--quiet",
+                 *_tiny_overrides(tmp_path), "--set", "model.conditioning=none", "--set", "data.kind=npz",
+                 "--set", f"data.roots=[{npz}]", "--set", "data.train_classes=[0, 1]",
+                 "--set", "data.val_classes=[]", "--set", "data.test_classes=[2, 3]", "--set", "data.channels=1"])
+    assert code == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kgmeta: warning:")]
+    assert len(warning) == 1 and "holds no class names" in warning[0]
+    assert "medmnist_pathmnist.tsv" in warning[0] and "data.classes" in warning[0]

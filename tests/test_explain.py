@@ -115,3 +115,19 @@ def test_unconditioned_run_is_refused() -> None:
     plain = build(load_config(SMOKE, [*FAST, "model.conditioning=none"]))
     with pytest.raises(ConfigError, match="conditioning=none"):
         explain_class(plain, plain.class_iris("test")[0])
+
+
+def test_unknown_class_suggests_a_curie_of_the_loaded_ontology(tmp_path) -> None:
+    from kgmeta.ontology import load_ontology
+
+    ttl = tmp_path / "own.ttl"
+    ttl.write_text("@prefix ex: <http://ex.org/> .\n@prefix owl: <http://www.w3.org/2002/07/owl#> .\n"
+                   "@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .\n"
+                   "ex:Mel a owl:Class ; rdfs:label \"melanoma\" .\nex:Nev a owl:Class ; rdfs:label \"naevus\" .\n")
+    onto = load_ontology([ttl])
+    with pytest.raises(OntologyError) as near:
+        resolve_class(onto, "melanomma")
+    assert "did you mean ex:Mel (melanoma)?" in str(near.value) and "(e.g. ex:Mel)" in str(near.value)
+    with pytest.raises(OntologyError) as far:
+        resolve_class(onto, "qqqq")
+    assert "(e.g. ex:Mel)" in str(far.value) and "kgm:" not in str(far.value)

@@ -521,3 +521,52 @@ def test_vocab_typos_fail():
     assert str(KGM.hasFindingSite) == "https://w3id.org/kgmeta/onto/hasFindingSite"
     with pytest.raises(AttributeError):
         KGM.hasFindngSite  # noqa: B018
+
+
+NEAR_TTL = """\
+@prefix ex: <http://ex.org/> .
+@prefix owl: <http://www.w3.org/2002/07/owl#> .
+@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
+@prefix oio: <http://www.geneontology.org/formats/oboInOwl#> .
+ex:GBM a owl:Class ; rdfs:label "glioblastoma multiforme" ; oio:hasExactSynonym "GBM" .
+ex:Astro a owl:Class ; rdfs:label "astrocytoma" .
+ex:Mel a owl:Class ; rdfs:label "melanoma" .
+ex:Sq a owl:Class ; rdfs:label "squamous cell carcinoma" ; oio:hasExactSynonym "epidermoid carcinoma" .
+ex:NoLabel a owl:Class .
+"""
+
+
+def test_unmatched_names_get_near_matches_never_a_match(tmp_path):
+    o = load_ontology(write(tmp_path, "near.ttl", NEAR_TTL))
+    rep = o.resolve_many(["glioblastoma", "melanomma", "epidermoid carcinomas of skin", "zzz"])
+    assert rep.matches == {} and rep.unmatched == ["glioblastoma", "melanomma",
+                                                   "epidermoid carcinomas of skin", "zzz"]
+    assert rep.near["glioblastoma"][0] == ("glioblastoma multiforme", EX + "GBM", "label")  # word overlap
+    assert rep.near["melanomma"][0] == ("melanoma", EX + "Mel", "label")  # a typo
+    assert rep.near["epidermoid carcinomas of skin"][0] == ("epidermoid carcinoma", EX + "Sq", "synonym")
+    assert "zzz" not in rep.near and "did you mean: 'glioblastoma multiforme'" in rep.format()
+
+
+def test_ontology_resolve_command_prints_hints(tmp_path, capsys):
+    from kgmeta.cli import main
+
+    path = write(tmp_path, "near.ttl", NEAR_TTL)
+    assert main(["ontology", "resolve", str(path), "--names", "glioblastoma,melanoma,qqqq"]) == 1
+    lines = dict(line.split("\t", 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert lines["glioblastoma"] == "UNMATCHED\tclosest: 'glioblastoma multiforme' (ex:GBM)"
+    assert lines["melanoma"].startswith("ex:Mel\tmelanoma")
+    assert lines["qqqq"] == "UNMATCHED\tno close label or synonym"
+
+
+def test_class_without_a_label_takes_the_maps_label_column(tmp_path):
+    o = load_ontology(write(tmp_path, "near.ttl", NEAR_TTL))
+    assert o.terms[EX + "NoLabel"].label is None
+    m = write(tmp_path, "m.tsv", "folder\tontology_id\tontology_label\n"
+                                 "nl\tex:NoLabel\tunlabelled lesion\nmel\tex:Mel\tother name\n")
+    o2, mapping = load_class_mapping(m, o)
+    assert mapping == {"nl": EX + "NoLabel", "mel": EX + "Mel"}
+    assert o2.label(EX + "NoLabel") == "unlabelled lesion"
+    assert o2.label(EX + "Mel") == "melanoma"  # the ontology's own label wins
+    assert o.terms[EX + "NoLabel"].label is None  # the ontology given is not changed
+    idx = write(tmp_path, "idx.tsv", "index\tlabel\tontology_id\n0\tthe nolabel class\tex:NoLabel\n")
+    assert load_class_mapping(idx, o)[0].label(EX + "NoLabel") == "the nolabel class"

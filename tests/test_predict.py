@@ -19,10 +19,15 @@ FAST = ["train.steps=2", "train.val_every=2", "train.checkpoint_every=2", "episo
 
 
 @pytest.fixture(scope="module")
-def exp(tmp_path_factory: pytest.TempPathFactory):
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("predict") / "run"
     fit(load_config(SMOKE, FAST), out=run, quiet=True, evaluate=False)
-    return load_run(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def exp(run_dir: Path):
+    return load_run(run_dir)
 
 
 def _save(img, path: Path) -> Path:
@@ -141,3 +146,69 @@ def test_unconditioned_model(data: dict, tmp_path: Path) -> None:
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ConfigError, match="conditioning=none"):
         predict(plain, tmp_path, data["queries"], [data["zero"]])
+
+
+def test_probabilities_are_calibrated_and_the_fit_is_reported(exp, data: dict) -> None:
+    result = predict(exp, data["support"], data["queries"], [data["zero"]])
+    cal = result["calibration"]
+    assert cal["temperature"] > 0 and cal["split"] == "val" and cal["zero_shot_class_per_episode"]
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-6
+    raw = predict(exp, data["support"], data["queries"], [data["zero"]], calibrate=False)
+    assert raw["calibration"]["temperature"] == 1.0 and "switched off" in raw["calibration"]["note"]
+    text = format_predictions(result)
+    assert f"temperature {cal['temperature']:.4g}" in text and "zero-shot offset" in text
+
+
+def test_calibration_finds_the_scale_and_the_zero_shot_offset() -> None:
+    """Logits whose true class leads by 5 units on a scale of 40, with the zero-shot class pushed
+    down by 12: the fit recovers a large temperature and a positive offset, and the zero-shot
+    class then wins for its own queries."""
+    import torch
+
+    from kgmeta.calibration import fit_calibration, zero_shot_recall
+
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for e in range(20):
+        labels = torch.arange(4).repeat_interleave(5)                        # [20]
+        logits = 40 * torch.randn(20, 4, generator=gen) * 0.1
+        logits[torch.arange(20), labels] += 5.0
+        zero = torch.zeros(4, dtype=torch.bool)
+        zero[e % 4] = True
+        logits[:, zero] -= 12.0
+        batches.append((logits, labels, zero))
+    fit = fit_calibration(batches)
+    assert fit["zero_shot_offset"] > 6 and fit["temperature"] > 1
+    assert fit["zero_shot_recall_before"] < 0.2 < 0.4 < fit["zero_shot_recall_after"]
+    assert fit["nll_after"] < fit["nll_before"]
+    assert zero_shot_recall(batches, fit["temperature"], fit["zero_shot_offset"]) == fit["zero_shot_recall_after"]
+    alone = fit_calibration(batches, fit_offset=False)
+    assert alone["zero_shot_offset"] == 0.0
+
+
+def test_cli_images_after_options_full_header_and_closed_pipe(run_dir: Path, data: dict,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    from kgmeta.cli import main
+
+    # the usage line: kgmeta predict RUN [images ...] --support DIR; images may follow the options
+    code = main(["predict", str(run_dir), "--support", str(data["support"]), *data["queries"][:2],
+                 "--classes", data["zero"], data["queries"][2]])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count(".png") == 3
+    assert main(["predict", str(run_dir), "--support", str(data["support"]), "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    header = next(line for line in out.splitlines() if line.startswith("image"))
+    for name in data["names"]:
+        assert name in header  # full class names, never cut
+    # `--json | head`: the reader goes away before the output is written; no traceback
+    proc = subprocess.Popen([sys.executable, "-m", "kgmeta", "predict", str(run_dir), *data["queries"],
+                             "--support", str(data["support"]), "--json", "--no-calibration"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1])
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0 and "Traceback" not in err and "BrokenPipe" not in err

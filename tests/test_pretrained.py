@@ -207,3 +207,29 @@ def test_frozen_run_meta_trains_on_cached_features(tmp_path, monkeypatch):
     assert calls and calls[0] is not None
     assert isinstance(train_mod.load_run(tmp_path / "run").model.backbone, AdaptedBackbone)
     assert summary["test"]["with_prior"]["1shot"]["accuracy"][0] >= 0
+    n = len(trunk.state_dict())
+    assert f"weights {tmp_path / 'tiny.pt'}: {n} of {n} tensors loaded into tiny" in \
+        (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("prefix", ["", "module.", "module._orig_mod."])
+def test_loading_logs_the_file_and_the_matched_tensors(tmp_path, prefix):
+    """One line names the file, how many of its tensors matched the backbone's, what was dropped
+    and the DDP / torch.compile key prefix that was stripped."""
+    from kgmeta.backbones import build_backbone
+
+    src = build_backbone("tiny", 1, 16, bn_mode="running")
+    state = {f"{prefix}{k}": v for k, v in src.state_dict().items()}
+    state[f"{prefix}fc.weight"] = torch.zeros(4, 4)  # a classifier the backbone lacks: dropped
+    path = tmp_path / "ddp.pt"
+    torch.save({"epoch": 1, "state_dict": state}, path)
+    lines: list[str] = []
+    net = build_model_backbone("tiny", 1, 16, bn_mode="running", weights_path=path, log=lines.append)
+    n = len(src.state_dict())
+    assert len(lines) == 1
+    assert lines[0].startswith(f"weights {path}: {n} of {n + 1} tensors loaded into tiny, all {n} of its")
+    assert "dropped 1 classifier tensors" in lines[0]
+    assert ("stripped the key prefix" in lines[0]) == bool(prefix)
+    for part in filter(None, prefix.split(".")):
+        assert repr(part + ".") in lines[0]
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in net.state_dict().items())

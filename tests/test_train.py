@@ -39,14 +39,24 @@ def test_train_writes_run_folder(smoke_run: Path) -> None:
     assert test["without_prior"]["0shot"] is None          # nothing to classify with
     assert 0.0 <= test["without_prior"]["1shot"]["accuracy"][0] <= 1.0
     assert load_checkpoint(smoke_run / "checkpoints" / "last.pt")["step"] == 6
+    hparams = b"".join(p.read_bytes() for p in (smoke_run / "tensorboard" / "hparams").rglob("events*"))
+    assert b"hparam/test_1shot_prior" in hparams and b"model.learner" in hparams  # TensorBoard HParams
 
 
 def test_evaluate_command(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    earlier = sorted(smoke_run.glob("eval-test*.json"))
     assert main(["evaluate", str(smoke_run), "--shots", "0,1", "--episodes", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "with graph prior" in out and "0shot" in out
-    saved = json.loads((smoke_run / "eval-test.json").read_text())
-    assert saved["episodes"] == 4
+    first = Path(out.strip().splitlines()[-1].removeprefix("written to "))
+    assert first.parent == smoke_run and first not in earlier
+    assert json.loads(first.read_text())["episodes"] == 4
+    # a second evaluation is written beside the first, which stays as it was
+    before = first.read_bytes()
+    assert main(["evaluate", str(smoke_run), "--shots", "1", "--episodes", "3", "--quiet", "--json"]) == 0
+    second = Path(json.loads(capsys.readouterr().out)["written_to"])
+    assert second != first and second.name.startswith("eval-test-") and first.read_bytes() == before
+    assert json.loads(second.read_text())["episodes"] == 3
 
 
 def test_evaluate_bad_shots(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,6 +201,11 @@ def test_evaluate_robustness_protocol(smoke_run: Path, capsys: pytest.CaptureFix
     saved = json.loads((smoke_run / "robustness-test.json").read_text())
     assert set(saved["pgd"]) == {"2/255", "8/255"}
     assert (smoke_run / "plots" / "robustness-test.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["evaluate", str(smoke_run), "--protocol", "robustness", "--episodes", "2", "--corruptions",
+                 "none", "--epsilons", "2/255", "--attack-steps", "1", "--quiet"]) == 0
+    assert json.loads((smoke_run / "robustness-test.json").read_text()) == saved  # kept, not replaced
+    assert list(json.loads((smoke_run / "robustness-test-2.json").read_text())["pgd"]) == ["2/255"]
+    assert (smoke_run / "plots" / "robustness-test-2.png").is_file()
 
 
 def test_fold_protocols_need_config_and_out(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
