@@ -729,7 +729,8 @@ def _lesion_profile(shape: str, u, v, r, rng, n, sharp: float):
 
 def _check_setting(setting: str) -> str:
     if setting not in SETTINGS:
-        raise DataError(f"synthetic setting {setting!r} is not one of {', '.join(SETTINGS)}")
+        raise DataError(f"synthetic setting {setting!r} is not valid; use one of "
+                        f"{', '.join(SETTINGS)} (data.synthetic_setting)")
     return setting
 
 
