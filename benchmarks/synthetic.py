@@ -55,7 +55,8 @@ def train_oracle(train: list[np.ndarray], test: list[np.ndarray], *, steps: int,
     """Supervised conv4 classifier on ``train`` (per class uint8 [n, C, S, S]), scored on ``test``.
 
     Adam at ``lr`` for ``steps`` minibatches (the last quarter at lr / 10), BatchNorm with running
-    statistics. Returns ``{"accuracy": [mean, binomial ci95], "n_train", "n_test", "steps"}``.
+    statistics. Returns ``{"accuracy": [mean, binomial ci95], "per_class": [accuracy per
+    class], "n_train", "n_test", "steps"}``.
     """
     import torch
     from torch import nn
@@ -88,8 +89,9 @@ def train_oracle(train: list[np.ndarray], test: list[np.ndarray], *, steps: int,
                           for i in range(0, len(xt), 256)])
     acc = float((pred == yt).float().mean())
     ci = 1.96 * float(np.sqrt(max(acc * (1 - acc), 1e-12) / len(yt)))
-    return {"accuracy": [round(acc, 4), round(ci, 4)], "n_train": int(len(x)),
-            "n_test": int(len(xt)), "steps": int(steps)}
+    per_class = [round(float((pred[yt == c] == c).float().mean()), 4) for c in range(len(test))]
+    return {"accuracy": [round(acc, 4), round(ci, 4)], "per_class": per_class,
+            "n_train": int(len(x)), "n_test": int(len(xt)), "steps": int(steps)}
 
 
 def protonet_config(setting: str, overrides: list[str]):
@@ -148,6 +150,7 @@ def headroom(args, paths: list[Path]) -> dict:
     gaps = {f"gap_{k}": round(100 * (o - v[0]), 1) for k, v in proto.items()}
     req = {"oracle_ge_95": 100 * o >= 95.0, "gap_1shot_ge_15": gaps["gap_1shot"] >= 15.0,
            "gap_20shot_ge_5": gaps["gap_20shot"] >= 5.0}
+    oracle["per_class"] = dict(zip((str(onto.label(i)) for i in test), oracle["per_class"]))
     return {"oracle": oracle, "protonet": proto, **gaps, "requirements": req,
             "protonet_steps": exp.cfg.train.steps, "protonet_config": str(CONFIGS[args.setting]),
             "image_size": size, "n_way": exp.cfg.episodes.n_way}

@@ -179,9 +179,9 @@ class DataConfig(_Section):
     synthetic_setting: Literal["easy", "hard"] = _opt(
         "easy",
         "difficulty of the embedded benchmark (kind `synthetic` only): `easy` (one image already "
-        "reaches ProtoNet's ceiling) or `hard` (more pose/exposure/texture nuisance, distractor "
-        "blobs, random values for modifiers a class leaves unset, and extra confusable test "
-        "classes; configs/hard.yaml)")
+        "reaches ProtoNet's ceiling) or `hard` (the same classes with more class-irrelevant "
+        "nuisance: pose, exposure, shading, background texture, distractor blobs; "
+        "configs/hard.yaml)")
     train_classes: tuple[str, ...] | None = _opt(
         None, "classes (names or ontology CURIEs) of the meta-training split; null: the "
         "default split", min_len=1, unique=True)

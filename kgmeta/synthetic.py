@@ -23,6 +23,13 @@ Difficulty: :data:`JITTER` sets the per-image variation; it is tuned so that a r
 nearest-neighbour classifier gets roughly 35-65% on 5-way 1-shot test episodes
 (``python benchmarks/synthetic.py``) while the lesion stays visible.
 
+Settings (:data:`SETTINGS`, ``data.synthetic_setting``): ``easy`` is the benchmark above, image
+for image. ``hard`` keeps every class's attributes and adds class-irrelevant nuisance
+(:data:`HARD`): wider pose, zoom and exposure jitter, more shading, extra background texture at a
+random scale, and 1-3 distractor blobs per image at random places. The extra draws come from a
+third random stream seeded by the background key only, so the easy streams are untouched and the
+nuisance distribution is the same for every class of a site.
+
 Background primitives (``kgm:renderBackground``): see :data:`BACKGROUNDS`.
 Lesion primitives (``kgm:renderShape``): see :data:`SHAPES`.
 Defaults for modifiers a class does not have: :data:`DEFAULTS`.
@@ -105,14 +112,16 @@ image; ``hard`` adds class-irrelevant nuisance on top of it (:data:`HARD`)."""
 HARD = {
     "pose": 0.14,          # anatomy centre shift (replaces JITTER["pose"])
     "zoom": 0.2,           # anatomy scale sd (replaces JITTER["zoom"])
-    "gain": 0.45,          # exposure gain log-sd (replaces JITTER["gain"])
-    "offset": 0.22,        # exposure offset sd (replaces JITTER["offset"])
+    "gain": 0.35,          # exposure gain log-sd (replaces JITTER["gain"])
+    "offset": 0.18,        # exposure offset sd (replaces JITTER["offset"])
     "shade": 0.14,         # smooth shading amplitude (replaces JITTER["shade"])
     "texture": 0.12,       # up to this much extra background texture, random scale per image
     "distractors": 3,      # each image gets 1..this many distractor blobs
     "distractor_contrast": (0.25, 0.7),   # |contrast| range of a distractor (x _LESION_GAIN)
     "distractor_sd": (0.02, 0.07),        # axis sd range of a distractor (fraction of the side)
-    "noise": 1.5,          # pixel noise multiplier
+    "noise": 1.0,          # pixel noise multiplier
+    "lesion_scale": 1.4,   # every lesion's radius times this (the same for all classes), so the
+                           # morphology stays visible beside the distractors
 }
 """Extra per-image variation of the ``hard`` setting. All of it is drawn from a stream seeded by
 the background key only (site and modality values), never by the lesion values, so it is
@@ -789,6 +798,8 @@ def _render_chunk(spec: RenderSpec, seed: int, chunk: int, size: int,
     count = min(int(spec.count), MAX_COUNT)
     js = JITTER["size"]
     radius = spec.scale * np.exp(np.clip(ls.normal(0, js, (count, n)), -1.6 * js, 1.6 * js))
+    if hard:
+        radius = radius * HARD["lesion_scale"]
     if count > 1:                                               # several lesions: each smaller
         radius = radius / count ** (1.0 / 3.0)
     jc = JITTER["contrast"]
