@@ -176,6 +176,12 @@ class DataConfig(_Section):
     channels: int = _opt(3, "image channels: 1 (grey) or 3 (RGB)", choices=(1, 3))
     images_per_class: int = _opt(
         300, "images rendered per class (kind `synthetic` only)", ge=1, le=100_000)
+    synthetic_setting: Literal["easy", "hard"] = _opt(
+        "easy",
+        "difficulty of the embedded benchmark (kind `synthetic` only): `easy` (one image already "
+        "reaches ProtoNet's ceiling) or `hard` (the same classes with more class-irrelevant "
+        "nuisance: pose, exposure, shading, background texture, distractor blobs; "
+        "configs/hard.yaml)")
     train_classes: tuple[str, ...] | None = _opt(
         None, "classes (names or ontology CURIEs) of the meta-training split; null: the "
         "default split", min_len=1, unique=True)

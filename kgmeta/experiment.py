@@ -242,7 +242,8 @@ def _build_data(cfg: RunConfig, ontology) -> tuple[Any, Any, dict[str, list[int]
                              else list(default[s])) for s, v in lists.items()}
         all_iris = [i for s in SPLITS for i in iris_by_split[s]]
         dataset = SyntheticDataset(ontology, all_iris, images_per_class=d.images_per_class,
-                                   seed=cfg.train.seed, size=d.image_size, channels=d.channels)
+                                   seed=cfg.train.seed, size=d.image_size, channels=d.channels,
+                                   setting=d.synthetic_setting)
         splits, start = {}, 0
         for s in SPLITS:
             splits[s] = list(range(start, start + len(iris_by_split[s])))

@@ -23,6 +23,13 @@ Difficulty: :data:`JITTER` sets the per-image variation; it is tuned so that a r
 nearest-neighbour classifier gets roughly 35-65% on 5-way 1-shot test episodes
 (``python benchmarks/synthetic.py``) while the lesion stays visible.
 
+Settings (:data:`SETTINGS`, ``data.synthetic_setting``): ``easy`` is the benchmark above, image
+for image. ``hard`` keeps every class's attributes and adds class-irrelevant nuisance
+(:data:`HARD`): wider pose, zoom and exposure jitter, more shading, extra background texture at a
+random scale, and 1-3 distractor blobs per image at random places. The extra draws come from a
+third random stream seeded by the background key only, so the easy streams are untouched and the
+nuisance distribution is the same for every class of a site.
+
 Background primitives (``kgm:renderBackground``): see :data:`BACKGROUNDS`.
 Lesion primitives (``kgm:renderShape``): see :data:`SHAPES`.
 Defaults for modifiers a class does not have: :data:`DEFAULTS`.
@@ -96,6 +103,28 @@ JITTER = {
     "offset": 0.15,      # sd of exposure offset
     "shade": 0.08,       # amplitude of smooth shading over the whole image (plus 0.1 x texture)
 }
+
+SETTINGS = ("easy", "hard")
+"""Benchmark settings (``data.synthetic_setting``). ``easy`` is the original benchmark, image for
+image; ``hard`` adds class-irrelevant nuisance on top of it (:data:`HARD`)."""
+
+HARD = {
+    "pose": 0.14,          # anatomy centre shift (replaces JITTER["pose"])
+    "zoom": 0.2,           # anatomy scale sd (replaces JITTER["zoom"])
+    "gain": 0.35,          # exposure gain log-sd (replaces JITTER["gain"])
+    "offset": 0.18,        # exposure offset sd (replaces JITTER["offset"])
+    "shade": 0.14,         # smooth shading amplitude (replaces JITTER["shade"])
+    "texture": 0.12,       # up to this much extra background texture, random scale per image
+    "distractors": 3,      # each image gets 1..this many distractor blobs
+    "distractor_contrast": (0.25, 0.7),   # |contrast| range of a distractor (x _LESION_GAIN)
+    "distractor_sd": (0.02, 0.07),        # axis sd range of a distractor (fraction of the side)
+    "noise": 1.0,          # pixel noise multiplier
+    "lesion_scale": 1.4,   # every lesion's radius times this (the same for all classes), so the
+                           # morphology stays visible beside the distractors
+}
+"""Extra per-image variation of the ``hard`` setting. All of it is drawn from a stream seeded by
+the background key only (site and modality values), never by the lesion values, so it is
+class-irrelevant by construction: every class of a site sees the same nuisance distribution."""
 
 _LESION_GAIN = 0.5       # contrast 1 adds 0.5 to the background (intensities in 0..1)
 
@@ -706,30 +735,70 @@ def _lesion_profile(shape: str, u, v, r, rng, n, sharp: float):
 
 # ----------------------------------------------------------------------------- rendering
 
-def _render_chunk(spec: RenderSpec, seed: int, chunk: int, size: int) -> np.ndarray:
-    """Grey uint8 [CHUNK, size, size] of chunk ``chunk`` of class ``spec``."""
+def _check_setting(setting: str) -> str:
+    if setting not in SETTINGS:
+        raise DataError(f"synthetic setting {setting!r} is not valid; use one of "
+                        f"{', '.join(SETTINGS)} (data.synthetic_setting)")
+    return setting
+
+
+def _distractors(rng: np.random.Generator, n: int, S: int) -> np.ndarray:
+    """[n, S, S] class-irrelevant structures: 1..HARD["distractors"] soft anisotropic Gaussian
+    blobs per image at random places (anywhere in the image), rotations and polarities."""
+    X, Y = _grid(S)
+    out = np.zeros((n, S, S), np.float32)
+    k_max = int(HARD["distractors"])
+    active = np.arange(k_max)[:, None] < rng.integers(1, k_max + 1, n)[None, :]  # [k, n]
+    lo, hi = HARD["distractor_contrast"]
+    amp = rng.uniform(lo, hi, (k_max, n)) * np.where(rng.random((k_max, n)) < 0.5, -1.0, 1.0)
+    cx, cy = rng.uniform(0.1, 0.9, (2, k_max, n))
+    s_lo, s_hi = HARD["distractor_sd"]
+    sx, sy = rng.uniform(s_lo, s_hi, (2, k_max, n))
+    th = rng.uniform(0, np.pi, (k_max, n))
+    for j in range(k_max):
+        dx, dy = X - _col(cx[j]), Y - _col(cy[j])
+        c, s_ = _col(np.cos(th[j])), _col(np.sin(th[j]))
+        u, v = dx * c + dy * s_, dy * c - dx * s_
+        blob = np.exp(-0.5 * ((u / _col(sx[j])) ** 2 + (v / _col(sy[j])) ** 2))
+        out += _col(_LESION_GAIN * amp[j] * active[j]) * blob
+    return out
+
+
+def _render_chunk(spec: RenderSpec, seed: int, chunk: int, size: int,
+                  setting: str = "easy") -> np.ndarray:
+    """Grey uint8 [CHUNK, size, size] of chunk ``chunk`` of class ``spec`` in ``setting``."""
     n, S = CHUNK, size
+    hard = _check_setting(setting) == "hard"
+    jit = {**JITTER, **{k: HARD[k] for k in ("pose", "zoom", "gain", "offset", "shade")}} if hard \
+        else JITTER
     bg = np.random.default_rng(_seed("kgmeta-bg", int(seed), _background_key(spec), chunk, S))
     ls = np.random.default_rng(_seed("kgmeta-lesion", int(seed), spec.values(), chunk, S))
     # --- background stream: pose, anatomy, placements, exposure, noise (fixed draw order)
-    pose = (_col(bg.normal(0, JITTER["pose"], n)), _col(bg.normal(0, JITTER["pose"], n)),
-            _col(np.exp(bg.normal(0, JITTER["zoom"], n))))
+    pose = (_col(bg.normal(0, jit["pose"], n)), _col(bg.normal(0, jit["pose"], n)),
+            _col(np.exp(bg.normal(0, jit["zoom"], n))))
     img, regions = _BACKGROUND_FNS[spec.background](bg, n, S, float(spec.base_intensity),
                                                     float(spec.texture), pose)
     img = np.ascontiguousarray(np.broadcast_to(img, (n, S, S)), dtype=np.float32)
-    img = img + (JITTER["shade"] + 0.1 * spec.texture) * _smooth_noise(bg, n, S, 5)
+    img = img + (jit["shade"] + 0.1 * spec.texture) * _smooth_noise(bg, n, S, 5)
+    if hard:  # a third stream (background key only), so easy's two streams are untouched
+        hs = np.random.default_rng(_seed("kgmeta-hard", int(seed), _background_key(spec), chunk, S))
+        low = int(hs.integers(4, 17))
+        img = img + _col(hs.uniform(0, HARD["texture"], n)) * _smooth_noise(hs, n, S, low)
+        img = img + _distractors(hs, n, S)
     which = bg.integers(0, regions.shape[1], (MAX_COUNT, n))
     rad = np.sqrt(bg.random((MAX_COUNT, n)))
     ang = bg.uniform(0, 2 * np.pi, (MAX_COUNT, n))
     rot = bg.uniform(0, 2 * np.pi, (MAX_COUNT, n))
-    gain = np.exp(bg.normal(0, JITTER["gain"], n)).astype(np.float32)
-    offset = bg.normal(0, JITTER["offset"], n).astype(np.float32)
+    gain = np.exp(bg.normal(0, jit["gain"], n)).astype(np.float32)
+    offset = bg.normal(0, jit["offset"], n).astype(np.float32)
     flip = bg.random(n) < 0.5
     noise = _pixel_noise(bg, n, S)
     # --- lesion stream
     count = min(int(spec.count), MAX_COUNT)
     js = JITTER["size"]
     radius = spec.scale * np.exp(np.clip(ls.normal(0, js, (count, n)), -1.6 * js, 1.6 * js))
+    if hard:
+        radius = radius * HARD["lesion_scale"]
     if count > 1:                                               # several lesions: each smaller
         radius = radius / count ** (1.0 / 3.0)
     jc = JITTER["contrast"]
@@ -764,7 +833,7 @@ def _render_chunk(spec: RenderSpec, seed: int, chunk: int, size: int) -> np.ndar
     mid = float(spec.base_intensity)                            # exposure: contrast about the
     head = 2.0 * min(max(mid, 0.15), max(1.0 - mid, 0.15))      # base level, then an offset
     img = (img - mid) * _col(gain) + (mid + head * _col(offset))  # scaled to the headroom
-    sd = 0.22 * float(spec.noise)
+    sd = 0.22 * float(spec.noise) * (HARD["noise"] if hard else 1.0)
     if spec.background in _SPECKLE:
         img = img * (1.0 + 1.5 * sd * noise) + 0.3 * sd * noise
     else:
@@ -805,10 +874,11 @@ def _colourise(grey: np.ndarray, spec: RenderSpec, channels: int) -> np.ndarray:
 
 
 def render_spec(spec: RenderSpec, n: int, seed: int = 0, size: int = 64,
-                channels: int = 3) -> np.ndarray:
+                channels: int = 3, setting: str = "easy") -> np.ndarray:
     """``n`` images of ``spec``: uint8 [n, channels, size, size].
 
-    Image i depends only on (spec values, seed, i, size): the first k of n images are the k images.
+    Image i depends only on (spec values, seed, i, size, setting): the first k of n images are
+    the k images. ``setting`` is one of :data:`SETTINGS` (``"hard"`` adds :data:`HARD` nuisance).
     """
     if not isinstance(spec, RenderSpec):
         raise TypeError(f"render_spec expects a RenderSpec, got {type(spec).__name__}")
@@ -817,18 +887,20 @@ def render_spec(spec: RenderSpec, n: int, seed: int = 0, size: int = 64,
         raise DataError(f"render: n={n} images is negative; ask for 0 or more")
     if size < 8:
         raise DataError(f"render: size={size} px is too small; use size >= 8")
-    chunks = [_render_chunk(spec, seed, c, size) for c in range((n + CHUNK - 1) // CHUNK)]
+    _check_setting(setting)
+    chunks = [_render_chunk(spec, seed, c, size, setting) for c in range((n + CHUNK - 1) // CHUNK)]
     grey = np.concatenate(chunks)[:n] if chunks else np.zeros((0, size, size), np.uint8)
     return _colourise(grey, spec, channels)
 
 
 def render(source, iri=None, n=None, seed=None, *, size: int = 64,
-           channels: int = 3) -> np.ndarray:
+           channels: int = 3, setting: str = "easy") -> np.ndarray:
     """Render images of one class: uint8 [n, channels, size, size].
 
     Forms: ``render(ontology, iri, n, seed)``; ``render(spec, n, seed)`` (or
     ``render(spec, None, n, seed)``) for a :class:`RenderSpec`; ``render(iri, n, seed)`` for a
-    class of the shipped ontology (see :func:`shipped_ontology_path`). ``seed`` defaults to 0.
+    class of the shipped ontology (see :func:`shipped_ontology_path`). ``seed`` defaults to 0;
+    ``setting`` as in :func:`render_spec`.
     """
     if isinstance(source, (RenderSpec, str)):
         if iri is not None:  # positional (source, n, seed): shift
@@ -843,7 +915,7 @@ def render(source, iri=None, n=None, seed=None, *, size: int = 64,
         if iri is None or n is None:
             raise TypeError("render(ontology, iri, n, seed): iri and n are required")
         spec = class_attributes(source, iri)
-    return render_spec(spec, n, 0 if seed is None else seed, size, channels)
+    return render_spec(spec, n, 0 if seed is None else seed, size, channels, setting)
 
 
 # ----------------------------------------------------------------------------- shipped ontology
@@ -902,12 +974,14 @@ class SyntheticDataset(ImageClassDataset):
     Image ``i`` of class ``c`` is image ``i`` of ``render_spec(spec_c, images_per_class, seed)``
     whichever batch it is loaded in. Chunks of :data:`CHUNK` grey images are rendered on first
     touch and kept in an LRU cache of at most ``cache_mb`` MiB (grey, so 1 byte per pixel).
+    ``setting`` is one of :data:`SETTINGS`.
     """
 
     name = "synthetic"
 
     def __init__(self, ontology, iris: Sequence[str], images_per_class: int = 600, seed: int = 0,
-                 size: int = 64, channels: int = 3, cache_mb: float = 512.0) -> None:
+                 size: int = 64, channels: int = 3, cache_mb: float = 512.0,
+                 setting: str = "easy") -> None:
         if images_per_class < 1:
             raise DataError(f"images_per_class={images_per_class} must be >= 1")
         if channels not in (1, 3):
@@ -915,6 +989,7 @@ class SyntheticDataset(ImageClassDataset):
         if size < 8:
             raise DataError(f"size={size} must be >= 8 pixels")
         _check_render_memory(size)
+        self.setting = _check_setting(setting)
         self.class_iris: list[str | None] = list(iris)
         self.class_names = [str(ontology.label(i)) for i in iris]
         self.specs = [class_attributes(ontology, i) for i in iris]
@@ -938,7 +1013,7 @@ class SyntheticDataset(ImageClassDataset):
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        grey = _render_chunk(self.specs[c], self.seed, k, self.size)
+        grey = _render_chunk(self.specs[c], self.seed, k, self.size, self.setting)
         self._cache[key] = grey
         while len(self._cache) > self._max_chunks:
             self._cache.popitem(last=False)
@@ -1051,7 +1126,7 @@ def synth_command(out, n_per_class: int = 600, seed: int = 0, size: int = 64,
 
 
 __all__ = [
-    "BACKGROUNDS", "SHAPES", "DEFAULTS", "CHUNK", "RenderSpec", "class_attributes",
+    "BACKGROUNDS", "SHAPES", "DEFAULTS", "CHUNK", "SETTINGS", "HARD", "RenderSpec", "class_attributes",
     "benchmark_classes", "render", "render_spec", "shipped_ontology_path",
     "load_shipped_ontology", "SyntheticDataset", "write_folders", "synth_command",
 ]

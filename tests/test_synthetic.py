@@ -269,3 +269,56 @@ def test_write_folders_into_a_read_only_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="cannot create the folder|cannot write"):
         write_folders(load_ontology([str(shipped_ontology_path())]), target, n_per_class=1, size=8,
                       split="val")
+
+
+# ----------------------------------------------------------------------------- settings (issue 15)
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "data" / "synthetic_easy_golden.npz"
+
+
+def test_easy_setting_keeps_the_original_images():
+    """Images 0 and 65 (two chunks) of every shipped test class at 16 px, channel 0, as rendered
+    before the hard setting existed; one grey level of slack for another CPU's float rounding."""
+    golden = np.load(GOLDEN)
+    o = synthetic.load_shipped_ontology()
+    test = benchmark_classes(o)["test"]
+    assert sorted(golden.files) == sorted(i.rsplit("/", 1)[1] for i in test)
+    for iri in test:
+        spec = class_attributes(o, iri)
+        now = render_spec(spec, 66, 0, 16, setting="easy")[[0, 65], 0].astype(int)
+        assert np.abs(now - golden[iri.rsplit("/", 1)[1]].astype(int)).max() <= 1, iri
+        assert np.array_equal(render_spec(spec, 2, 0, 16), render_spec(spec, 2, 0, 16, setting="easy"))
+
+
+def test_hard_setting_is_deterministic_and_differs_from_easy(onto, spec):
+    a = render_spec(spec, 70, seed=1, size=32, setting="hard")
+    assert a.shape == (70, 3, 32, 32) and a.dtype == np.uint8
+    assert np.array_equal(a, render_spec(spec, 70, seed=1, size=32, setting="hard"))
+    assert np.array_equal(a[:10], render_spec(spec, 10, seed=1, size=32, setting="hard"))
+    easy = render_spec(spec, 70, seed=1, size=32)
+    assert (a != easy).any(1).mean() > 0.5              # most pixels change
+    assert not np.array_equal(a, render_spec(spec, 70, seed=2, size=32, setting="hard"))
+    assert np.array_equal(render(spec, 4, 1, size=32, setting="hard"), a[:4])
+    ds = SyntheticDataset(onto, [EX + "LungNodule"], images_per_class=70, seed=1, size=32,
+                          setting="hard")
+    assert ds.setting == "hard" and np.array_equal(ds.load(0, [69, 3]).numpy(), a[[69, 3]])
+
+
+def test_hard_nuisance_does_not_depend_on_the_class(spec):
+    """The extra nuisance comes from the site/modality only: with the lesion drawn at zero
+    contrast, two classes that differ in every lesion attribute give the same hard image."""
+    other = dataclasses.replace(spec, shape="ring", scale=0.2, count=3, sharpness=0.2)
+    blank = [render_spec(dataclasses.replace(s, contrast=0.0), 16, 0, 32, setting="hard")
+             for s in (spec, other)]
+    assert np.array_equal(*blank)
+    # and the lesion stays visible: drawing it changes the image
+    assert (render_spec(spec, 16, 0, 32, setting="hard") != blank[0]).any(1).reshape(16, -1).any(1).all()
+
+
+def test_unknown_setting_is_a_data_error(spec, onto):
+    from kgmeta.errors import DataError
+
+    with pytest.raises(DataError, match=r"synthetic setting 'medium' is not valid; use one of easy, hard"):
+        render_spec(spec, 2, setting="medium")
+    with pytest.raises(DataError, match="medium"):
+        SyntheticDataset(onto, [EX + "LungNodule"], images_per_class=2, setting="medium")
