@@ -300,11 +300,11 @@ def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
                                      memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
     else:  # npz
         names = mapping_class_names(d.classes) if d.classes else None
-        if names is None:
-            _warn_unnamed_npz(d.roots[0])
         dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
                              class_names=names, class_iris=[mapping.get(n) for n in names] if names else None,
                              memory_cap_mb=d.memory_cap_mb)
+        if names is None:
+            _warn_unnamed_npz(d.roots[0])
     if not d.classes:  # no class map: resolve folder/class names through labels and synonyms
         names = list(dataset.class_names)
         report = ontology.resolve_many(names)
@@ -896,15 +896,15 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         f"{len(exp.splits['test'])} train/val/test classes; learner {cfg.model.learner}, "
         f"conditioning {cfg.model.conditioning}, device {exp.device}"
         + (f", {ctx.world} processes" if ctx.active else ""))
-    warn = getattr(log, "warn", log)
-    for line in split_warnings(exp.dataset.class_names, exp.dataset.class_iris, exp.splits,
-                               cfg.episodes.n_way, exp.ontology.curie):
-        warn(line)
-    saturation = SaturationWatch()
     zero_p = cfg.episodes.zero_shot_prob if model.conditioned else 0.0
     sampler = _sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
     val_specs = (eval_specs(exp, "val", cfg.episodes.k_shot, cfg.episodes.val_episodes, t.seed + 2)
                  if len(exp.splits["val"]) >= 2 and ctx.is_main else None)
+    warn = getattr(log, "warn", log)  # after the split's errors: a warning never precedes an error
+    for line in split_warnings(exp.dataset.class_names, exp.dataset.class_iris, exp.splits,
+                               cfg.episodes.n_way, exp.ontology.curie):
+        warn(line)
+    saturation = SaturationWatch()
     writer = _ScalarLog(run_dir, cfg) if ctx.is_main else None
     ckpt_dir = run_dir / "checkpoints"
     completed = start  # steps whose optimiser update is done (what a checkpoint may claim)
