@@ -1034,10 +1034,13 @@ PATH_KEYS: tuple[str, ...] = ("ontology.paths", "data.roots", "data.classes", "m
                               "train.init_from", "pretrain.images", "pretrain.out")
 
 
+_PATH_LIST_KEYS = ("ontology.paths", "data.roots", "pretrain.images")
+
+
 def _anchor(value: Any, folder: str) -> Any:
     """``value`` (a path or a list of them, as parsed) with relative paths joined to ``folder``;
     ``builtin:`` names, URLs, absolute paths and values of other types are kept as they are."""
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_anchor(v, folder) for v in value]
     if (not isinstance(value, str) or not value.strip() or value.startswith("builtin:") or "://" in value
             or os.path.isabs(value)):
@@ -1054,7 +1057,9 @@ def anchor_paths(layer: dict[str, Any], folder: str | os.PathLike[str]) -> dict[
         section, _, name = key.partition(".")
         part = out.get(section)
         if isinstance(part, Mapping) and name in part:
-            out[section] = {**part, name: _anchor(part[name], folder)}
+            value = part[name]
+            if isinstance(value, (list, tuple)) == (key in _PATH_LIST_KEYS):  # a wrong type stays as written
+                out[section] = {**part, name: _anchor(value, folder)}
     return out
 
 
@@ -1067,9 +1072,9 @@ def load_config(path: str | os.PathLike[str] | None,
     a file's :data:`PATH_KEYS` (data roots, ontology files, class map, weights) is relative to
     that file's folder, one in an override to the working folder; both are stored absolute, so
     a saved config means the same from any folder. ``out_dir`` and ``ontology.cache_dir`` stay
-    as written (relative to the working folder). ``paths_from_file=False`` reads a file's
-    relative paths against the working folder (the ``config.yaml`` of run folders written
-    before paths were anchored). Raises ConfigError.
+    as written (relative to the working folder). ``paths_from_file=False`` keeps a file's
+    paths as written, relative to the working folder (the ``config.yaml`` of run folders
+    written before paths were anchored). Raises ConfigError.
     """
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -1078,8 +1083,9 @@ def load_config(path: str | os.PathLike[str] | None,
         label = os.fspath(path)
         default = label
         for layer_label, layer in _layers(Path(label), label, []):
-            folder = os.path.dirname(os.path.abspath(layer_label)) if paths_from_file else os.getcwd()
-            _merge(raw, anchor_paths(layer, folder), layer_label, sources, "")
+            if paths_from_file:
+                layer = anchor_paths(layer, os.path.dirname(os.path.abspath(layer_label)))
+            _merge(raw, layer, layer_label, sources, "")
     if isinstance(overrides, str):
         overrides = [overrides]
     for text in overrides:

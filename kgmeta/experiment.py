@@ -218,11 +218,11 @@ def load_images(d: Any, ontology: Any) -> tuple[Any, Any]:
                                      memory_cap_mb=d.memory_cap_mb, class_iris=mapping or None)
     else:  # npz
         names = mapping_class_names(classes) if classes else None
-        if names is None:
-            _warn_unnamed_npz(d.roots[0])
         dataset = NpzDataset(d.roots[0], split="all", size=d.image_size, channels=d.channels,
                              class_names=names, class_iris=[mapping.get(n) for n in names] if names else None,
                              memory_cap_mb=d.memory_cap_mb)
+        if names is None:
+            _warn_unnamed_npz(d.roots[0])
     if not classes:  # no class map: resolve folder/class names through labels and synonyms
         names = list(dataset.class_names)
         report = ontology.resolve_many(names)

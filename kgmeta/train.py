@@ -371,16 +371,16 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         f"{len(exp.splits['test'])} train/val/test classes; learner {cfg.model.learner}, "
         f"conditioning {cfg.model.conditioning}, device {exp.device}"
         + (f", {ctx.world} processes" if ctx.active else ""))
-    warn = getattr(log, "warn", log)
-    for line in split_warnings(exp.dataset.class_names, exp.dataset.class_iris, exp.splits,
-                               cfg.episodes.n_way, exp.ontology.curie):
-        warn(line)
-    saturation = SaturationWatch()
     zero_p = cfg.episodes.zero_shot_prob if model.conditioned else 0.0
     sampler = split_sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
     val_specs = (eval_specs(exp, "val", cfg.episodes.k_shot, cfg.episodes.val_episodes,
                             eval_seed(cfg, VAL_SEED_OFFSET))
                  if len(exp.splits["val"]) >= 2 and ctx.is_main else None)
+    warn = getattr(log, "warn", log)  # after the split's errors: a warning never precedes an error
+    for line in split_warnings(exp.dataset.class_names, exp.dataset.class_iris, exp.splits,
+                               cfg.episodes.n_way, exp.ontology.curie):
+        warn(line)
+    saturation = SaturationWatch()
     writer = _ScalarLog(run_dir, cfg) if ctx.is_main else None
     ckpt_dir = run_dir / "checkpoints"
     completed = start  # steps whose optimiser update is done (what a checkpoint may claim)

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import socket
 import string
+import os
 import tempfile
 import types
 import typing
@@ -316,8 +317,12 @@ def test_valid_configs_round_trip(data):
     assert config_from_dict(config_to_dict(cfg)) == cfg  # config -> dict -> config
     assert config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))) == cfg
     with tempfile.TemporaryDirectory() as tmp:
-        assert load_config(dump_config(cfg, Path(tmp) / "c.yaml")) == cfg
-    assert load_config(None, _as_overrides(data)) == cfg  # the same values as --set
+        # a config built in memory keeps relative paths relative to the working folder
+        assert load_config(dump_config(cfg, Path(tmp) / "c.yaml"), paths_from_file=False) == cfg
+    # the same values as --set (whose relative paths are made absolute against the working folder)
+    from kgmeta.config import anchor_paths
+
+    assert load_config(None, _as_overrides(data)) == config_from_dict(anchor_paths(data, os.getcwd()))
 
 
 any_values = st.recursive(
