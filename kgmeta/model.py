@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -223,7 +224,8 @@ class KGMetaModel(nn.Module):
         if prior_trust_hops is not None and prior_trust_hops < 0:
             raise ValueError(f"prior_trust_hops={prior_trust_hops} must be >= 0 or None")
         self.prior_trust_hops = prior_trust_hops
-        self.seen_hops: Tensor | None = None   # [num_nodes] hops to the nearest meta-train class
+        self.seen_iris: list[str] = []          # meta-train classes (set_seen_classes)
+        self.seen_hops: Tensor | None = None   # [num_nodes] hops to the nearest of them (trust on)
         self.attribute_head = attribute_head
         self.attribute_weight = float(attribute_weight)
         self.attribute_metric = None
@@ -248,25 +250,21 @@ class KGMetaModel(nn.Module):
 
     def seen_classes(self) -> list[str]:
         """IRIs recorded by :meth:`set_seen_classes` (empty before it is called)."""
-        if self.kg is None or self.seen_hops is None:
-            return []
-        return [self.kg.iris[r] for r in (self.seen_hops == 0).nonzero().flatten().tolist()]
+        return list(self.seen_iris)
 
     def set_seen_classes(self, iris: Sequence[str]) -> None:
         """Record the meta-train classes: the trust of a prior falls with its class's undirected
         hop distance to the nearest of them (:func:`trust_weights`). Classes not in the graph are
-        skipped; call again after the graph changes."""
-        if self.kg is None:
+        skipped; call again after the graph changes. The distances are computed only when the
+        trust term is on."""
+        self.seen_iris = [i for i in dict.fromkeys(iris) if self.kg is not None and i in self.kg.index]
+        self.seen_hops = None
+        if self.kg is None or self.prior_trust_hops is None:
             return
-        from scipy.sparse.csgraph import shortest_path
-
-        rows = sorted({self.kg.index[i] for i in iris if i in self.kg.index})
-        if not rows:
-            self.seen_hops = torch.full((self.kg.num_nodes,), math.inf)
-            return
-        dist = shortest_path(self.kg._adjacency(), method="D", directed=False, unweighted=True,
-                             indices=rows)                                   # [len(rows), N]
-        self.seen_hops = torch.as_tensor(dist.min(0), dtype=torch.float32)  # [N]
+        hops = np.full(self.kg.num_nodes, np.inf)
+        for iri in self.seen_iris:                        # KnowledgeGraph caches each BFS
+            hops = np.minimum(hops, self.kg.hop_distances(iri))
+        self.seen_hops = torch.as_tensor(hops, dtype=torch.float32)  # [N]
 
     @property
     def conditioned(self) -> bool:
