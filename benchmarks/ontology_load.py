@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import kgmeta.ontology as ontology_mod  # noqa: E402
+import kgmeta.ontology.model as ontology_mod  # noqa: E402
 from kgmeta.graph import build_graph, load_graph  # noqa: E402
 from kgmeta.ontology import load_ontology  # noqa: E402
 

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from kgmeta.errors import OntologyError
-from kgmeta.obo import plain_value, quoted_value, read_obo, unescape
+from kgmeta.ontology.obo import plain_value, quoted_value, read_obo, unescape
 from kgmeta.ontology import SUBCLASS_OF, Edge, load_ontology
 
 OBO = "http://purl.obolibrary.org/obo/"

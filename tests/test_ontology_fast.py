@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("pyoxigraph")
 
-import kgmeta.ontology as ontology_mod  # noqa: E402
+import kgmeta.ontology.model as ontology_mod  # noqa: E402
 from kgmeta.errors import OntologyError  # noqa: E402
 from kgmeta.ontology import Edge, load_ontology  # noqa: E402
 

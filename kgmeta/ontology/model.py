@@ -31,7 +31,7 @@ from pathlib import Path
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.store import Store
 
-from kgmeta import obo as obo_reader
+import kgmeta.ontology.obo as obo_reader
 from kgmeta.errors import OntologyError
 from kgmeta.limits import available_memory, check_yaml_depth, format_bytes, read_bounded
 from kgmeta.vocab import (
