@@ -1,4 +1,4 @@
-"""Tests of the OBO 1.2/1.4 reader (kgmeta.obo) and its mapping to terms and edges."""
+"""Tests of the OBO 1.2/1.4 reader (kgmeta.ontology.obo) and its mapping to terms and edges."""
 
 from __future__ import annotations
 

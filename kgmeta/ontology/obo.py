@@ -1,12 +1,13 @@
-"""A fast line-based reader for OBO flat files (format 1.2 and 1.4).
+"""The OBO reader: OBO 1.2/1.4 flat files into terms and edges.
 
-Syntax only: :func:`read_obo` splits a file into header tags and ``[Term]`` / ``[Typedef]`` /
+Syntax first: :func:`read_obo` splits a file into header tags and ``[Term]`` / ``[Typedef]`` /
 ``[Instance]`` stanzas of ``(tag, raw value, line number)``; :func:`plain_value` and
 :func:`quoted_value` take a raw value apart (trailing ``! comments``, ``{modifiers}``, escapes,
-quoted strings and ``[xref, ...]`` lists). :mod:`kgmeta.ontology` maps the result to terms and
-edges. Unlike pronto it accepts the escaped URLs found in real files such as DOID 2016
-(``url:http\\://...``). Every syntax problem raises :class:`~kgmeta.errors.OntologyError` naming the
-file and line.
+quoted strings and ``[xref, ...]`` lists). Unlike pronto it accepts the escaped URLs found in real
+files such as DOID 2016 (``url:http\\://...``). Then :func:`_extract_obo` maps the stanzas to terms
+and edges: ``is_a``, ``relationship`` and ``intersection_of`` lines become edges (relations named
+by their ``[Typedef]``), names, synonyms, definitions, xrefs, ``alt_id`` and obsolescence become
+term fields. Every problem raises :class:`~kgmeta.errors.OntologyError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kgmeta.errors import OntologyError
+from kgmeta.ontology.model import _URL_RE, SUBCLASS_OF, Edge, _Builder, _curie_to_iri
+from kgmeta.vocab import BFO_HAS_PART, BFO_PART_OF, IAO, OBO_BASE, OBOINOWL, OWL, RDFS, WELL_KNOWN_PREFIXES
 
 __all__ = ["OboFile", "Stanza", "obo_error", "plain_value", "quoted_value", "read_obo", "unescape"]
 
@@ -200,3 +203,166 @@ def read_obo(path: str | Path, text: str | None = None) -> OboFile:
         raise obo_error(spath, pending_line, "file ends inside a line continued with '\\'",
                         "remove the trailing backslash")
     return OboFile(spath, header, stanzas)
+
+
+# --------------------------------------------------------------------------------------------
+# OBO extraction: stanzas to terms and edges
+
+
+_OBO_SYNONYM_TAGS = {"exact_synonym": "exact", "related_synonym": "related",
+                     "broad_synonym": "broad", "narrow_synonym": "narrow"}
+_OBO_REL_DEFAULTS = {"part_of": str(BFO_PART_OF), "has_part": str(BFO_HAS_PART)}
+_OBOINOWL_NS = str(OBOINOWL._NS)
+_ALT_ID = str(OBOINOWL.hasAlternativeId)  # what the RDF reader files alt ids under
+
+
+def _first_token(raw: str) -> str:
+    parts = plain_value(raw).split()
+    return parts[0] if parts else ""
+
+
+def _extract_obo(path: Path, text: str, b: _Builder) -> None:
+    f = read_obo(path, text)
+    spath = str(path)
+    idspaces: dict[str, str] = {}
+    for v in f.header_values("idspace"):
+        parts = v.split()
+        if len(parts) >= 2:
+            idspaces[parts[0]] = parts[1]
+    for v in f.header_values("import"):
+        b.imports.append(plain_value(v))
+    onto = (f.header_values("ontology") or [path.stem])[0].strip().lower()
+    local_base = f"{OBO_BASE}{onto}#"
+    b.prefixes.update({k: v for k, v in idspaces.items() if k not in b.prefixes})
+
+    def to_iri(ident: str, line: int) -> str:
+        ident = ident.strip()
+        if not ident:
+            raise obo_error(spath, line, "empty identifier", "give an ID such as DOID:1909")
+        if _URL_RE.match(ident):
+            return ident
+        prefix, sep, local = ident.partition(":")
+        if sep and prefix and local:
+            if prefix in idspaces:
+                return idspaces[prefix] + local
+            return f"{OBO_BASE}{prefix}_{local}"
+        return local_base + ident
+
+    # typedefs first: relation IRIs and labels
+    rel_iri: dict[str, str] = {}
+    for st in f.stanzas:
+        if st.kind != "Typedef":
+            continue
+        raw_id = st.first("id")
+        if raw_id is None:
+            raise obo_error(spath, st.line, "[Typedef] without an id: tag", "add 'id: ...'")
+        rid = plain_value(raw_id)
+        iri = None
+        for t, v, line in st.tags:
+            if t == "xref":
+                x = _first_token(v)
+                if re.match(r"^[A-Za-z][A-Za-z0-9]*:[A-Za-z0-9_]+$", x):  # a CURIE, not a URL
+                    iri = to_iri(x, line)
+                    break
+        if iri is None:
+            iri = _OBO_REL_DEFAULTS.get(rid) or to_iri(rid, st.line)
+        rel_iri[rid] = iri
+        name = st.first("name")
+        if name is not None:
+            b.relation_labels.setdefault(iri, plain_value(name))
+
+    def relation(name: str, line: int) -> str:
+        if name in rel_iri:
+            return rel_iri[name]
+        iri = _OBO_REL_DEFAULTS.get(name) or to_iri(name, line)
+        rel_iri[name] = iri
+        if name in _OBO_REL_DEFAULTS:
+            b.relation_labels.setdefault(iri, name.replace("_", " "))
+        return iri
+
+    for st in f.stanzas:
+        if st.kind != "Term":
+            if st.kind not in ("Typedef",):
+                b.unparsed[f"OBO [{st.kind}] stanza"] += 1
+            continue
+        raw_id = st.first("id")
+        if raw_id is None:
+            raise obo_error(spath, st.line, "[Term] without an id: tag", "add 'id: ...'")
+        iri = to_iri(plain_value(raw_id), st.line)
+        t = b.term(iri)
+        for tag, v, line in st.tags:
+            if tag == "id":
+                continue
+            if tag == "name":
+                b.set_label(t, plain_value(v), 0, str(RDFS.label))
+            elif tag == "is_a":
+                target = to_iri(_first_token(v), line)
+                b.term(target)
+                b.edges.add(Edge(iri, SUBCLASS_OF, target))
+            elif tag in ("relationship", "intersection_of"):
+                parts = plain_value(v).split()
+                if tag == "intersection_of" and len(parts) == 1:
+                    target = to_iri(parts[0], line)
+                    b.term(target)
+                    b.edges.add(Edge(iri, SUBCLASS_OF, target))
+                elif len(parts) >= 2:
+                    target = to_iri(parts[1], line)
+                    b.term(target)
+                    b.edges.add(Edge(iri, relation(parts[0], line), target))
+                else:
+                    raise obo_error(spath, line, f"'{tag}:' needs a relation and a target",
+                                               f"write '{tag}: part_of UBERON:0002107'")
+            elif tag == "def":
+                text, _, xrefs = quoted_value(v, spath, line)
+                if t.definition is None:
+                    t.definition = text
+            elif tag == "synonym" or tag in _OBO_SYNONYM_TAGS:
+                text, tokens, _ = quoted_value(v, spath, line)
+                scope = _OBO_SYNONYM_TAGS.get(tag)
+                if scope is None:
+                    scope = tokens[0].lower() if tokens and tokens[0].upper() in (
+                        "EXACT", "RELATED", "BROAD", "NARROW") else "related"
+                b.add_synonym(t, text, scope)
+            elif tag in ("xref", "xref_analog", "xref_unk", "xref_unknown"):
+                x = plain_value(v)
+                q = x.find(' "')
+                if q > 0:
+                    x = x[:q]
+                if x.strip():
+                    b.add_xref(t, x.strip())
+            elif tag == "is_obsolete":
+                if plain_value(v).strip().lower() == "true":
+                    t.deprecated = True
+            elif tag == "alt_id":
+                alt = plain_value(v).strip()
+                b.annotate(t, _ALT_ID, alt)
+                b.aliases[to_iri(alt, line)] = iri
+            elif tag == "replaced_by":
+                b.annotate(t, str(IAO.IAO_0100001), to_iri(plain_value(v), line))
+            elif tag == "consider":
+                b.annotate(t, str(OBOINOWL.consider), to_iri(plain_value(v), line))
+            elif tag == "subset":
+                b.annotate(t, str(OBOINOWL.inSubset), plain_value(v).strip())
+            elif tag == "namespace":
+                b.annotate(t, str(OBOINOWL.hasOBONamespace), plain_value(v).strip())
+            elif tag == "comment":
+                b.annotate(t, str(RDFS.comment), plain_value(v))
+            elif tag == "disjoint_from":
+                b.annotate(t, str(OWL.disjointWith), to_iri(plain_value(v), line))
+            elif tag == "property_value":
+                pv = v.split(None, 1)
+                if len(pv) < 2:
+                    raise obo_error(spath, line, "'property_value:' needs a property and a value",
+                                               'write \'property_value: kgm:renderShape "blob" xsd:string\'')
+                pred = to_iri(pv[0], line) if not pv[0].startswith(("kgm:", "rdfs:", "skos:", "owl:")) \
+                    else _curie_to_iri(pv[0], {**WELL_KNOWN_PREFIXES, **b.prefixes})
+                val = pv[1].strip()
+                if val.startswith('"'):
+                    val = quoted_value(val, spath, line)[0]
+                else:
+                    val = plain_value(val).split()[0]
+                b.annotate(t, pred, val)
+            elif tag in ("union_of", "equivalent_to"):
+                b.unparsed[f"OBO {tag}"] += 1
+            else:
+                b.annotate(t, _OBOINOWL_NS + tag, plain_value(v))
