@@ -7,7 +7,7 @@ top-level and late (in-function) imports alike. Prints one JSON object:
   modules   number of kgmeta modules (a package's __init__ counts as the package)
   edges     number of module -> module imports inside kgmeta
   levels    1 + the longest import chain (a module importing no other kgmeta module is level 0);
-            computed on strongly connected components, so it is defined even with cycles
+            computed on strongly connected components (networkx), so it is defined even with cycles
   level_of  module -> level
   upward    imports of a module's own enclosing package (kgmeta.ontology.rdf -> kgmeta.ontology):
             the package re-exports its submodules, so such an import is a cycle in waiting
@@ -22,6 +22,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import networkx as nx
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,56 +35,25 @@ def _walker():
     return module.module_imports
 
 
-def components(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components (Tarjan), children's components before their importers'."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    out: list[list[str]] = []
-
-    def visit(m: str) -> None:
-        index[m] = low[m] = len(index)
-        stack.append(m)
-        on.add(m)
-        for n in sorted(edges[m]):
-            if n not in index:
-                visit(n)
-                low[m] = min(low[m], low[n])
-            elif n in on:
-                low[m] = min(low[m], index[n])
-        if low[m] == index[m]:
-            comp = []
-            while True:
-                n = stack.pop()
-                on.discard(n)
-                comp.append(n)
-                if n == m:
-                    break
-            out.append(sorted(comp))
-
-    for m in sorted(edges):
-        if m not in index:
-            visit(m)
-    return out
-
-
 def report(top: int = 5) -> dict:
     edges = _walker()()
-    comps = components(edges)
-    comp_of = {m: i for i, c in enumerate(comps) for m in c}
-    level = [0] * len(comps)
-    for i, comp in enumerate(comps):  # imported components come first
-        level[i] = max((level[comp_of[n]] + 1 for m in comp for n in edges[m] if comp_of[n] != i), default=0)
+    graph = nx.DiGraph([(m, n) for m, targets in edges.items() for n in targets])
+    graph.add_nodes_from(edges)
+    dag = nx.condensation(graph)  # one node per strongly connected component
+    level = {c: 0 for c in dag}
+    for c in reversed(list(nx.topological_sort(dag))):  # imported components first
+        level[c] = max((level[d] + 1 for d in dag.successors(c)), default=0)
+    comp_of = dag.graph["mapping"]
     level_of = {m: level[comp_of[m]] for m in sorted(edges)}
+    comps = [sorted(dag.nodes[c]["members"]) for c in dag]
     upward = sorted(f"{m} -> {n}" for m, targets in edges.items() for n in targets
                     if m.startswith(n + "."))
     files = sorted((REPO / "kgmeta").rglob("*.py"))
     sizes = sorted(((str(p.relative_to(REPO)), len(p.read_text(encoding="utf-8").splitlines()))
                     for p in files), key=lambda x: (-x[1], x[0]))
     return {"modules": len(edges), "edges": sum(len(t) for t in edges.values()),
-            "levels": max(level, default=0) + 1, "upward": upward,
-            "cycles": [c for c in comps if len(c) > 1], "largest": [list(s) for s in sizes[:top]],
+            "levels": max(level.values(), default=0) + 1, "upward": upward,
+            "cycles": sorted(c for c in comps if len(c) > 1), "largest": [list(s) for s in sizes[:top]],
             "level_of": level_of}
 
 
