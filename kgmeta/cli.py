@@ -166,7 +166,7 @@ def _load_cfg(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kgmeta.train import fit, format_prior_effect, format_results
+    from kgmeta.train import fit, format_results
 
     _check_device(args.device)
     if args.resume:
@@ -187,9 +187,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = fit(cfg, out=args.out, resume=args.resume, device=args.device, quiet=args.quiet)
     if args.quiet and "test" in summary:
         print(format_results(summary["test"]))
-        effect = format_prior_effect(summary["test"])
-        if effect:
-            print(effect)
     _echo(_where(Path(summary["run_dir"])))
     return 0
 

@@ -231,7 +231,8 @@ def format_prior_effect(results: dict[str, Any]) -> str | None:
 
 
 def format_results(results: dict[str, Any]) -> str:
-    """A small text table of :func:`evaluate_shots` results (accuracy % +- 95% CI)."""
+    """A small text table of :func:`evaluate_shots` results (accuracy % +- 95% CI), then the
+    line of :func:`format_prior_effect` when there is one."""
     def cell(entry: dict[str, Any] | None) -> str:
         if not entry:
             return "-"
@@ -245,6 +246,9 @@ def format_results(results: dict[str, Any]) -> str:
     if results.get("with_prior") is not None:
         lines.append(f"{'with graph prior':22}" + "".join(f"{cell(results['with_prior'][s]):>16}" for s in shots))
     lines.append(f"{'without graph prior':22}" + "".join(f"{cell(results['without_prior'][s]):>16}" for s in shots))
+    effect = format_prior_effect(results)
+    if effect:
+        lines.append(effect)
     return "\n".join(lines)
 
 

@@ -44,6 +44,7 @@ from kgmeta.experiment import (BUILTIN_ONTOLOGIES, GRAPH_FILE, SPLITS, Experimen
 from kgmeta.features_cache import cached_episode
 from kgmeta.metrics import mean_ci95
 from kgmeta.model import KGMetaModel
+from kgmeta.progress import Eta, evaluation_plan
 from kgmeta.runs import MetricsLog, append_line, check_run_dir, load_checkpoint, new_run_dir, save_checkpoint, write_json
 from kgmeta.sanity import SaturationWatch, split_warnings
 
@@ -400,7 +401,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     model.train()
     bar = tqdm(total=t.steps, initial=start, desc="meta-train", unit="step", disable=quiet,
                dynamic_ncols=True)
-    eta = _Eta(exp, start, val_specs is not None) if ctx.is_main and evaluate else None
+    eta = Eta(exp, start, val_specs is not None) if ctx.is_main and evaluate else None
     try:
         for step in range(start, t.steps):
             torch.manual_seed(t.seed * 7919 + step)  # dropout etc.: same per step on resume and rank
@@ -493,12 +494,9 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         if best_step is not None and (ckpt_dir / "best.pt").exists():
             _load_model_state(exp, load_checkpoint(ckpt_dir / "best.pt", exp.device), ckpt_dir / "best.pt")
             which = f"the best meta-val checkpoint (step {best_step})"
-        log(_evaluation_plan(exp, which))
+        log(evaluation_plan(exp, which))
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
-        effect = format_prior_effect(summary["test"])
-        if effect:
-            log(effect)
         from kgmeta.report import log_hparams  # test metrics and settings in TensorBoard's HParams
 
         log_hparams(run_dir, config_to_dict(cfg), summary["test"])
@@ -537,84 +535,9 @@ def _fit_finetune(exp: Experiment, run_dir: Path, log: Callable[[str], None], me
                                "best_step": None, "train_s": round(time.time() - started, 1),
                                "learner": cfg.model.learner, "conditioning": cfg.model.conditioning}
     if evaluate and exp.splits["test"]:
-        log(_evaluation_plan(exp, "the trained backbone"))
+        log(evaluation_plan(exp, "the trained backbone"))
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
     write_json(run_dir / "summary.json", summary)
     _plots(run_dir, exp, log)
     return summary
-
-
-def _test_episode_sizes(exp: Experiment) -> list[int]:
-    """Images per test-evaluation episode, one entry per episode that :func:`evaluate_shots`
-    scores (both arms of every shot count)."""
-    e = exp.cfg.episodes
-    n_way = min(e.n_way, len(exp.splits["test"]))
-    sizes = []
-    for k in e.eval_shots:
-        arms = int(exp.model.conditioned) + int(k > 0)
-        sizes += [n_way * (k + e.q_query)] * (arms * e.eval_episodes)
-    return sizes
-
-
-def _evaluation_plan(exp: Experiment, which: str) -> str:
-    e = exp.cfg.episodes
-    n = len(_test_episode_sizes(exp))
-    arms = "with and without the graph prior" if exp.model.conditioned else "without a prior"
-    return (f"evaluating {which} on the {len(exp.splits['test'])} unseen test classes: "
-            f"{'/'.join(map(str, e.eval_shots))} shots x {e.eval_episodes} episodes, {arms} "
-            f"({n:,} episodes)")
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
-class _Eta:
-    """A rough estimate of a run's remaining time, said once early in meta-training.
-
-    It times the training steps and the first meta-val round; a test episode is costed as a
-    meta-val one scaled by its number of images (without meta-val classes: a third of a training
-    episode's time, a forward pass against forward and backward, said to be rougher)."""
-
-    def __init__(self, exp: Experiment, start: int, has_val: bool) -> None:
-        self.exp, self.start, self.has_val = exp, start, has_val
-        t = exp.cfg.train
-        self.say_at = min(t.steps, t.val_every if has_val and t.val_every <= 50 else start + 10)
-        self.began = time.perf_counter()
-        self.val_s, self.val_episodes, self.val_began, self.said = 0.0, 0, 0.0, False
-
-    def val_started(self) -> None:
-        self.val_began = time.perf_counter()
-
-    def val_done(self, episodes: int) -> None:
-        self.val_s += time.perf_counter() - self.val_began
-        self.val_episodes += episodes
-
-    def after_step(self, done: int) -> str | None:
-        """The estimate line at the step it is due, else None."""
-        if self.said or done < self.say_at or done <= self.start:
-            return None
-        self.said = True
-        cfg = self.exp.cfg
-        t, e = cfg.train, cfg.episodes
-        step_s = (time.perf_counter() - self.began - self.val_s) / (done - self.start)
-        train_images = t.meta_batch * e.n_way * (max(e.k_shot, 1) + e.q_query)
-        if self.val_episodes:
-            per_image = self.val_s / self.val_episodes / (min(e.n_way, len(self.exp.splits["val"]))
-                                                           * (e.k_shot + e.q_query))
-            rough = ""
-        else:
-            per_image = step_s / train_images / 3
-            rough = "very "
-        rounds = sum(1 for s in range(done + 1, t.steps + 1) if s % t.val_every == 0 or s == t.steps)
-        val_images = min(e.n_way, len(self.exp.splits["val"])) * (e.k_shot + e.q_query)
-        val_left = rounds * e.val_episodes * val_images * per_image if self.has_val else 0.0
-        train_left = (t.steps - done) * step_s
-        test = sum(_test_episode_sizes(self.exp)) * per_image
-        total = train_left + val_left + test
-        return (f"estimated time left, {rough}roughly: {_duration(total)} (meta-training {_duration(train_left)}"
-                + (f", meta-val {_duration(val_left)}" if self.has_val else "")
-                + f", test evaluation {_duration(test)}; measured on the first {done - self.start} steps)")
-
-
