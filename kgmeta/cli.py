@@ -434,9 +434,10 @@ def _cmd_plots(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from kgmeta.report import collect_runs, format_report
+    from kgmeta.report import collect_runs, format_report, over_seeds
 
-    text = format_report(collect_runs(args.runs), args.format)
+    report = collect_runs(args.runs)
+    text = format_report(over_seeds(report) if args.over_seeds else report, args.format)
     if args.out:
         from kgmeta.runs import atomic_write
 
@@ -610,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="md", choices=["md", "csv", "latex"],
                         help="md (default), csv or latex")
     report.add_argument("--out", help="write the table to this new file (default: print it)")
+    report.add_argument("--over-seeds", action="store_true",
+                        help="one row per setting: runs that differ only in train.seed (or train.threads) "
+                             "give the mean over seeds and the standard deviation across them")
     report.set_defaults(func=_cmd_report)
 
     config = sub.add_parser("config", help="print the resolved config, or the config reference")

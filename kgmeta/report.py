@@ -5,7 +5,8 @@ Each run contributes its test results (``summary.json``'s ``test``, else its lat
 graph prior. Beside them the table lists the settings that differ between the runs, read from
 each run's saved resolved ``config.yaml`` (keys where every run agrees are left out, and so are
 the run's name, folder and device). :func:`log_hparams` puts the same test metrics and the
-run's hyperparameters into TensorBoard's HParams view.
+run's hyperparameters into TensorBoard's HParams view. :func:`over_seeds` merges runs that differ
+only in their seed into one row: mean and standard deviation across the seeds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import csv
 import io
 import json
 import os
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,10 @@ import yaml
 
 from kgmeta.errors import CheckpointError, ConfigError
 
-__all__ = ["FORMATS", "collect_runs", "format_report", "log_hparams"]
+__all__ = ["FORMATS", "SEED_KEYS", "collect_runs", "format_report", "log_hparams", "over_seeds"]
 
 FORMATS = ("md", "csv", "latex")
+SEED_KEYS = ("train.seed", "train.threads")  # settings that only draw another run of the same method
 _NOT_SETTINGS = ("name", "out_dir", "train.device", "ontology.cache_dir")
 _ARMS = (("with_prior", "graph prior"), ("without_prior", "no prior"))
 
@@ -101,6 +104,40 @@ def collect_runs(runs: Sequence[str | os.PathLike]) -> dict[str, Any]:
     return {"runs": rows, "shots": shots, "differing": differing}
 
 
+def over_seeds(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the runs that differ only in their seed merged into one row each.
+
+    Runs with the same settings apart from :data:`SEED_KEYS`, the same ways and episodes form a
+    row whose cell is ``[mean, sd]``: the mean over the runs of their test accuracy and the
+    sample standard deviation across them (None for a single run), the spread a reader should
+    expect from another seed. A row's ``seeds`` lists its runs' ``train.seed``; a shot count
+    that one of the runs lacks is left empty.
+    """
+    keys = [k for k in report["differing"] if k not in SEED_KEYS]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in report["runs"]:
+        ident = json.dumps([row["settings"].get(k) for k in keys] + [row["n_way"], row["episodes"]],
+                           sort_keys=True, default=str)
+        groups.setdefault(ident, []).append(row)
+    rows = []
+    for members in groups.values():
+        results: dict[str, dict[str, list[float | None] | None]] = {}
+        for arm in dict.fromkeys(a for r in members for a in r["results"]):
+            results[arm] = {}
+            for shot in report["shots"]:
+                accs = [r["results"].get(arm, {}).get(shot) for r in members]
+                means = [a[0] for a in accs if a]
+                results[arm][shot] = (None if len(means) < len(accs) or not means else
+                                      [statistics.fmean(means), statistics.stdev(means) if len(means) > 1 else None])
+        first = members[0]
+        name = first["run"] if len(members) == 1 else f"{first['run']} +{len(members) - 1}"
+        rows.append({"run": name, "path": first["path"], "source": first["source"], "n_way": first["n_way"],
+                     "episodes": first["episodes"], "settings": {k: first["settings"].get(k) for k in keys},
+                     "seeds": [r["settings"].get("train.seed", "same") for r in members],
+                     "runs": [r["run"] for r in members], "results": results})
+    return {"runs": rows, "shots": report["shots"], "differing": keys, "over_seeds": True}
+
+
 def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
@@ -111,6 +148,8 @@ def _cell(acc: list[float] | None, pm: str) -> str:
     if not acc:
         return "-"
     mean, ci = acc
+    if pm == "sd":
+        return f"{100 * mean:.1f}" if ci is None else f"{100 * mean:.1f} sd {100 * ci:.1f}"
     return f"{100 * mean:.1f} {pm} {100 * (ci or 0.0):.1f}"
 
 
@@ -129,10 +168,12 @@ def format_report(report: dict[str, Any], fmt: str = "md") -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {list(FORMATS)}")
     rows, shots, keys = report["runs"], report["shots"], report["differing"]
+    seeds = bool(report.get("over_seeds"))
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["run", *keys, "prior", "shots", "accuracy_pct", "ci95_pct", "n_way", "episodes"])
+        w.writerow(["run", *keys, "prior", "shots", "accuracy_pct", "sd_pct" if seeds else "ci95_pct", "n_way",
+                    "episodes"] + (["seeds"] if seeds else []))
         for row in rows:
             for arm, res in row["results"].items():
                 for s in shots:
@@ -140,15 +181,20 @@ def format_report(report: dict[str, Any], fmt: str = "md") -> str:
                     w.writerow([row["run"], *(_value(row["settings"][k]) for k in keys), arm,
                                 int(s.removesuffix("shot")),
                                 "" if not acc else f"{100 * acc[0]:.2f}",
-                                "" if not acc else f"{100 * (acc[1] or 0):.2f}", row["n_way"], row["episodes"]])
+                                "" if not acc or acc[1] is None else f"{100 * acc[1]:.2f}", row["n_way"],
+                                row["episodes"]] + ([" ".join(map(str, row["seeds"]))] if seeds else []))
         return buf.getvalue()
-    head = ["run", *keys, "prior", *(f"{int(s.removesuffix('shot'))}-shot" for s in shots)]
-    body = [[row["run"], *(_value(row["settings"][k]) for k in keys), arm,
-             *(_cell(res.get(s), "+-" if fmt == "md" else "$\\pm$") for s in shots)]
+    head = ["run", *keys, *(["seeds"] if seeds else []), "prior",
+            *(f"{int(s.removesuffix('shot'))}-shot" for s in shots)]
+    pm = "sd" if seeds else "+-" if fmt == "md" else "$\\pm$"
+    body = [[row["run"], *(_value(row["settings"][k]) for k in keys),
+             *([_value(row["seeds"])] if seeds else []), arm, *(_cell(res.get(s), pm) for s in shots)]
             for row in rows for arm, res in row["results"].items()]
     ways = sorted({str(r["n_way"]) for r in rows})
     eps = sorted({str(r["episodes"]) for r in rows})
-    caption = (f"Test accuracy (%) +- 95% CI over episodes; {'/'.join(ways)}-way, "
+    caption = (f"Test accuracy (%): mean over the seeds of each row and the standard deviation across "
+               f"them (sd); {'/'.join(ways)}-way, {'/'.join(eps)} episodes per shot count." if seeds else
+               f"Test accuracy (%) +- 95% CI over episodes; {'/'.join(ways)}-way, "
                f"{'/'.join(eps)} episodes per shot count.")
     if fmt == "md":
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -197,6 +197,11 @@ class _RunLog:
         if not self.quiet:
             tqdm.write(message, file=sys.stderr)
 
+    def note(self, message: str) -> None:
+        """A line to ``train.log`` only (said before anything can fail on bad input, whose error
+        must stay the only line on stderr)."""
+        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", "to the log")
+
     def warn(self, message: str) -> None:
         """A warning: to ``train.log`` and, even when quiet, to stderr as ``kgmeta: warning: ...``."""
         append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} warning: {message}", "to the log")
@@ -339,7 +344,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     if ctx.active and (device is None and resolve_device(cfg.train.device).type == "cuda"):
         device = f"cuda:{ctx.local_rank}"
     d = cfg.data
-    log(f"building the experiment: ontology {', '.join(map(str, cfg.ontology.paths))}, its graph, "
+    getattr(log, "note", log)(f"building the experiment: ontology {', '.join(map(str, cfg.ontology.paths))}, its graph, "
         + (f"{d.images_per_class} rendered images per class" if d.kind == "synthetic" else f"{d.kind} images")
         + " and the model")
     built = time.time()

@@ -91,3 +91,29 @@ def test_log_hparams_writes_the_hparams_view(runs: list[Path]) -> None:
     events = b"".join(p.read_bytes() for p in folder.rglob("events.out.tfevents*"))
     assert b"hparam/test_1shot_prior" in events and b"hparam/test_1shot_noprior" in events
     assert b"train.lr" in events
+
+
+def test_over_seeds_merges_runs_that_differ_only_in_the_seed(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    seeds = [_run(tmp_path / f"s{s}", [f"train.seed={s}", f"train.threads={1 + s % 2}"],
+                  _arm({0: (acc, 0.01), 1: (0.9, 0.009)}), _arm({0: None, 1: (0.89, 0.009)}))
+             for s, acc in ((0, 0.5), (1, 0.6), (2, 0.7))]
+    other = _run(tmp_path / "lr", ["train.seed=0", "train.lr=0.0005"],
+                 _arm({0: (0.4, 0.01), 1: (0.8, 0.01)}), _arm({0: None, 1: (0.8, 0.01)}))
+    from kgmeta.report import over_seeds
+
+    report = over_seeds(collect_runs([*seeds, other]))
+    assert report["differing"] == ["train.lr"]
+    merged, single = report["runs"]
+    assert merged["seeds"] == [0, 1, 2] and merged["runs"] == ["s0", "s1", "s2"]
+    mean, sd = merged["results"]["graph prior"]["0shot"]
+    assert mean == pytest.approx(0.6) and sd == pytest.approx(0.1)  # sample sd of 0.5, 0.6, 0.7
+    assert single["results"]["graph prior"]["0shot"] == [0.4, None]
+    md = format_report(report, "md")
+    assert "| s0 +2 | 0.001 | [0, 1, 2] | graph prior | 60.0 sd 10.0 | 90.0 sd 0.0 |" in md
+    assert "| lr | 0.0005 | [0] | graph prior | 40.0 | 80.0 |" in md
+    assert "standard deviation across them" in md
+    rows = list(csv.DictReader(io.StringIO(format_report(report, "csv"))))
+    assert rows[0]["sd_pct"] == "10.00" and rows[0]["seeds"] == "0 1 2"
+    assert main(["report", *map(str, seeds), "--over-seeds"]) == 0
+    assert "60.0 sd 10.0" in capsys.readouterr().out
