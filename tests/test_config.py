@@ -164,7 +164,7 @@ def test_duplicate_key_is_an_error(tmp_path):
     ("data.roots", "[a, [1]]", r"data\.roots\[1\] = \[1\] has the wrong type: expected a string"),
     ("episodes.eval_shots", "[0, x]", r"episodes\.eval_shots\[1\]"),
     ("episodes.n_way", "{a: 1}", "got a mapping"),
-    ("model.inner_lr", "[0.1]", "expected a float, got a list"),
+    ("model.inner_lr", "[0.1]", "expected a float or null, got a list"),
     ("train.amp", "yes please", "expected a bool"),
     ("train.steps", "1e3", "expected an int, got a string"),
     ("train", "3", "expected a mapping, got an int"),
