@@ -509,7 +509,7 @@ def autocast(device: torch.device, enabled: bool):
 def _check_fingerprint(state: dict[str, Any], cfg: RunConfig, path: Path) -> None:
     if state.get("fingerprint") != config_fingerprint(cfg):
         try:
-            diff = [k for k, _, _ in config_diff(config_from_dict(state["config"], str(path)), cfg)]
+            diff = [k for k, _, _ in config_diff(config_from_dict(state["config"], str(path), saved_run=True), cfg)]
         except (ConfigError, KeyError, TypeError):
             diff = None  # no stored config this version can read
         if diff == []:  # the same settings, hashed by an older fingerprint rule: accept
@@ -535,7 +535,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = 
     run_dir = check_run_dir(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir}: no config.yaml; pass a run folder written by kgmeta train")
-    cfg = load_config(run_dir / "config.yaml", paths_from_file=False)  # paths as written at the time
+    cfg = load_config(run_dir / "config.yaml", paths_from_file=False, saved_run=True)  # as written at the time
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint == "best" and not path.exists():
         path = run_dir / "checkpoints" / "last.pt"
