@@ -115,6 +115,8 @@ def _build_learner(m: ModelConfig, backbone: torch.nn.Module):
     try:
         return build_learner(m.learner, backbone, **kw)
     except (ValueError, TypeError) as exc:
+        if not kw:  # nothing from the config: a mistake of the code
+            raise
         settings = ", ".join(f"{k}={v!r}" for k, v in kw.items())
         raise ConfigError(f"model.learner={m.learner} refuses {settings} ({exc}); fix model.learner_options "
                           f"or model.{'/'.join(LEARNER_KEYS)}") from exc

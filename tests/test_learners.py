@@ -421,3 +421,20 @@ def test_api_misuse_is_value_or_type_error():
         Reptile(net, inner_optimizer="rmsprop")
     with pytest.raises(TypeError, match="out_dim"):
         MAML(nn.Linear(2, 2), n_way=3)
+
+
+def test_config_help_quotes_the_constructor_defaults():
+    """The help of model.inner_steps / inner_lr / proximal names the constructors' defaults; they
+    stay the one place the defaults live, so the help must follow them."""
+    import dataclasses
+
+    from kgmeta.config import ModelConfig
+    from kgmeta.learners import learner_options
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ModelConfig)}
+    defaults = {n: {k: p.default for k, p in learner_options(n).items()} for n in LEARNERS}
+    assert {defaults[n]["inner_steps"] for n in ("maml", "fomaml", "anil", "reptile")} == {5}
+    assert "(5; fine-tune 100)" in helps["inner_steps"] and defaults["finetune"]["steps"] == 100
+    assert {defaults[n]["inner_lr"] for n in ("maml", "reptile")} | {defaults["finetune"]["lr"]} == {0.01}
+    assert "default (0.01)" in helps["inner_lr"]
+    assert defaults["maml"]["proximal"] == 0.0 and "default (0, off)" in helps["proximal"]
