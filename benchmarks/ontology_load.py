@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import kgmeta.ontology as ontology_mod  # noqa: E402
+import kgmeta.ontology.rdf as rdf_mod  # noqa: E402
 from kgmeta.graph import build_graph, load_graph  # noqa: E402
 from kgmeta.ontology import load_ontology  # noqa: E402
 
@@ -93,17 +93,17 @@ def rdflib_parse_s(path: Path) -> float | None:
 def load_watching_parser(path: Path, parser: str):
     """load_ontology(parser=...) and which parser it took for ``path`` (watched, not guessed)."""
     calls: list[str] = []
-    real = ontology_mod._parse_oxigraph
+    real = rdf_mod._parse_oxigraph
 
     def spy(*a, **k):
         calls.append("oxigraph")
         return real(*a, **k)
 
-    ontology_mod._parse_oxigraph = spy
+    rdf_mod._parse_oxigraph = spy
     try:
         onto = load_ontology([path], parser=parser)
     finally:
-        ontology_mod._parse_oxigraph = real
+        rdf_mod._parse_oxigraph = real
     used = "obo" if path.suffix.lower() == ".obo" else "oxigraph" if calls else "rdflib"
     return onto, used
 

@@ -166,7 +166,7 @@ def _load_cfg(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kgmeta.train import fit, format_results
+    from kgmeta.train import fit, format_prior_effect, format_results
 
     _check_device(args.device)
     if args.resume:
@@ -187,8 +187,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = fit(cfg, out=args.out, resume=args.resume, device=args.device, quiet=args.quiet)
     if args.quiet and "test" in summary:
         print(format_results(summary["test"]))
-    _echo(f"run folder: {summary['run_dir']}")
+        effect = format_prior_effect(summary["test"])
+        if effect:
+            print(effect)
+    _echo(_where(Path(summary["run_dir"])))
     return 0
+
+
+def _where(run: Path) -> str:
+    """The closing lines of ``kgmeta train``: where the run's results are."""
+    plots = sorted(p.name for p in (run / "plots").glob("*.png")) if (run / "plots").is_dir() else []
+    lines = [f"run folder: {run}",
+             f"  summary: {run / 'summary.json'} (every figure above, per class and per shot); log: "
+             f"{run / 'train.log'}"]
+    if plots:
+        lines.append(f"  plots: {run / 'plots'}/ ({', '.join(plots)})")
+    if (run / "tensorboard").is_dir():
+        lines.append(f"  curves: tensorboard --logdir {run / 'tensorboard'}; evaluate again: kgmeta evaluate "
+                     f"{run} --episodes 600")
+    return "\n".join(lines)
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:

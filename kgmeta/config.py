@@ -406,6 +406,11 @@ class TrainConfig(_Section):
     device: str = _opt(
         "auto", "`auto` (CUDA if available, else CPU), `cpu`, `cuda`, `cuda:N` or `mps`",
         pattern=r"auto|cpu|mps|cuda(:[0-9]+)?")
+    threads: int | None = _opt(
+        None, "CPU threads of the run's tensor ops (`torch.set_num_threads`); null: PyTorch's "
+        "default (OMP_NUM_THREADS, else one per core). Float sums depend on the thread count, so "
+        "a fixed value gives the same numbers on the same machine whatever the environment says "
+        "(see README, Reproducibility)", ge=1, le=1024)
     amp: bool = _opt(True, "bf16 autocast on CUDA; ignored on CPU")
     maml_vmap: bool = _opt(
         False, "MAML family: run equal-shaped tasks of a meta-batch as one torch.func.vmap "
@@ -507,7 +512,7 @@ for _name, _cls in _SECTIONS.items():
 # Keys that may differ between a checkpoint's config and the config resuming it: where and how
 # long to run, and where caches live; nothing that changes the model or its training.
 FINGERPRINT_IGNORED: tuple[str, ...] = (
-    "name", "out_dir", "train.steps", "train.device", "ontology.cache_dir", "data.memory_cap_mb",
+    "name", "out_dir", "train.steps", "train.device", "train.threads", "ontology.cache_dir", "data.memory_cap_mb",
     "train.maml_vmap", "train.vmap_chunk", "train.feature_cache",
     *(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig)))
 

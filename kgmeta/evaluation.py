@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from kgmeta.episodes import EpisodeSpec, episode_list, materialise
 from kgmeta.errors import ConfigError
 from kgmeta.experiment import SPLITS, Experiment, autocast, load_run, split_sampler
-from kgmeta.metrics import EpisodeMetrics, MistakeSeverity, accuracy_by_hops
+from kgmeta.metrics import EpisodeMetrics, MistakeSeverity, accuracy_by_hops, mean_ci95
 from kgmeta.runs import fresh_path, write_json
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def scored_episodes(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior:
 
 def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: bool = True,
                    progress: bool = False, desc: str = "evaluate",
-                   cache: "FeatureCache | None | bool" = True) -> dict[str, Any]:
+                   cache: "FeatureCache | None | bool" = True, episode_accuracy: bool = False) -> dict[str, Any]:
     """Evaluate ``exp.model`` on saved episode specs; returns the metrics summary.
 
     The summary of :class:`~kgmeta.metrics.EpisodeMetrics` plus, when the classes are ontology
@@ -130,6 +130,8 @@ def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: 
     ``cache``: a :class:`~kgmeta.features_cache.FeatureCache` of the specs' classes to evaluate
     from; True (default) builds one when :func:`feature_cache` allows it; False never caches. The
     cached path gives the same predictions as the per-episode one (tested), in a fraction of the time.
+    ``episode_accuracy``: also return ``"episode_accuracy"``, the query accuracy of every episode
+    in the order of ``specs`` (for paired comparisons on the same episodes).
     """
     if cache is True:
         cache = feature_cache(exp, [c for spec in specs for c in spec.classes])
@@ -140,6 +142,8 @@ def evaluate_specs(exp: Experiment, specs: Sequence[EpisodeSpec], *, use_prior: 
         metrics.update(logits, episode.query_labels, episode.class_names)
         severity.update(logits, episode.query_labels, episode.class_iris)
     summary = metrics.summary()
+    if episode_accuracy:
+        summary["episode_accuracy"] = list(metrics.acc)
     summary["mistake_severity"] = severity.mean()
     summary["accuracy_by_hops"] = accuracy_by_hops(exp, summary["per_class"])
     return summary
@@ -149,27 +153,81 @@ def evaluate_shots(exp: Experiment, split: str = "test", shots: Sequence[int] | 
                    episodes: int | None = None, *, progress: bool = False,
                    specs_out: dict[int, list[EpisodeSpec]] | None = None) -> dict[str, Any]:
     """Accuracy on ``split`` for each shot count, with the graph prior and (for a conditioned
-    model) without it. ``{"with_prior": {"0shot": summary, ...}, "without_prior": {...}}``; a
-    0-shot entry without a prior is None (nothing to classify with). ``specs_out``, when given,
-    receives the episodes evaluated per shot count (both arms use the same ones)."""
+    model) without it. ``{"with_prior": {"0shot": summary, ...}, "without_prior": {...},
+    "prior_effect": {"1shot": ..., ...}}``; a 0-shot entry without a prior is None (nothing to
+    classify with). Both arms score the same episodes, so ``prior_effect`` is their paired
+    difference (:func:`paired_difference`, accuracy with the prior minus without) per shot count
+    with shots. ``specs_out``, when given, receives the episodes evaluated per shot count."""
     cfg = exp.cfg
     shots = list(cfg.episodes.eval_shots if shots is None else shots)
     episodes = cfg.episodes.eval_episodes if episodes is None else episodes
     out: dict[str, Any] = {"split": split, "episodes": episodes, "n_way": min(cfg.episodes.n_way,
-                           len(exp.splits[split])), "with_prior": {}, "without_prior": {}}
+                           len(exp.splits[split])), "with_prior": {}, "without_prior": {}, "prior_effect": {}}
     cache = feature_cache(exp, exp.splits[split]) or False  # one pass over the split's images
     for k in shots:
         specs = eval_specs(exp, split, k, episodes)
         if specs_out is not None:
             specs_out[k] = specs
+        paired = exp.model.conditioned and k > 0
         if exp.model.conditioned:
             out["with_prior"][f"{k}shot"] = evaluate_specs(exp, specs, use_prior=True, progress=progress,
-                                                           desc=f"{split} {k}-shot", cache=cache)
+                                                           desc=f"{split} {k}-shot", cache=cache,
+                                                           episode_accuracy=paired)
         out["without_prior"][f"{k}shot"] = (None if k == 0 else evaluate_specs(
-            exp, specs, use_prior=False, progress=progress, desc=f"{split} {k}-shot, no prior", cache=cache))
+            exp, specs, use_prior=False, progress=progress, desc=f"{split} {k}-shot, no prior", cache=cache,
+            episode_accuracy=paired))
+        if paired:
+            out["prior_effect"][f"{k}shot"] = paired_difference(
+                out["with_prior"][f"{k}shot"].pop("episode_accuracy"),
+                out["without_prior"][f"{k}shot"].pop("episode_accuracy"))
     if not exp.model.conditioned:
         out["with_prior"] = None
+        del out["prior_effect"]
     return out
+
+
+def paired_difference(with_prior: Sequence[float], without_prior: Sequence[float]) -> dict[str, Any]:
+    """The prior's effect on the same episodes: mean of the per-episode accuracy differences.
+
+    Args:
+        with_prior: query accuracy of each episode with the graph prior (fractions in [0, 1]).
+        without_prior: the same episodes' accuracy without it, in the same order.
+
+    Returns:
+        ``{"difference": mean, "ci95": half-width, "within_ci": bool}``: the mean difference
+        (with minus without) and the half-width of its paired 95% CI (Student t over episodes;
+        None for one episode). ``within_ci`` is True when the CI contains 0: no difference
+        this evaluation can measure.
+    """
+    if len(with_prior) != len(without_prior) or not with_prior:
+        raise ValueError(f"paired_difference needs two equal, non-empty lists; got {len(with_prior)} "
+                         f"and {len(without_prior)} episodes")
+    diffs = [a - b for a, b in zip(with_prior, without_prior)]
+    if len(diffs) < 2:
+        return {"difference": diffs[0], "ci95": None, "within_ci": True}
+    mean, ci = mean_ci95(diffs)
+    return {"difference": mean, "ci95": ci, "within_ci": abs(mean) <= ci}
+
+
+def format_prior_effect(results: dict[str, Any]) -> str | None:
+    """One plain line: does the prior change accuracy beyond the paired CI, per shot count?
+
+    ``results`` is :func:`evaluate_shots`'s; None for a model without a prior."""
+    effect = results.get("prior_effect")
+    if not effect and not (results.get("with_prior") or {}).get("0shot"):
+        return None
+    parts = []
+    for shot, e in (effect or {}).items():
+        d, ci = 100 * e["difference"], 100 * (e["ci95"] or 0)
+        verdict = ("within the CI: no measurable difference" if e["within_ci"]
+                   else f"beyond the CI: the prior {'helps' if d > 0 else 'hurts'}")
+        parts.append(f"{shot.removesuffix('shot')}-shot {d:+.1f} +- {ci:.1f} points ({verdict})")
+    zero = (results.get("with_prior") or {}).get("0shot")
+    if zero:
+        chance = 1 / results["n_way"]
+        parts.append(f"0-shot {100 * zero['accuracy'][0]:.1f} from the graph alone "
+                     f"({zero['accuracy'][0] / chance:.1f}x chance, {100 * chance:.0f}%)")
+    return ("graph prior against none, on the same episodes (paired 95% CI): " + "; ".join(parts))
 
 
 def format_results(results: dict[str, Any]) -> str:

@@ -395,6 +395,8 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
             anew on the ontology).
         init: load ``train.init_from``'s weights (False when a checkpoint of this run follows).
 
+    With ``train.threads`` set, PyTorch's CPU thread count is set to it for the process.
+
     Returns:
         The :class:`Experiment`, model on ``device`` and initialised from ``cfg.train.seed`` (or
         from ``train.init_from``).
@@ -404,6 +406,8 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
     from kgmeta.ontology import load_ontology
 
     learner_kwargs(cfg.model)  # before anything is loaded
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     dev = (resolve_device(str(device), "device") if device is not None
            else resolve_device(cfg.train.device))

@@ -35,7 +35,8 @@ from kgmeta.distributed import (DistContext, all_reduce_grads, all_reduce_sum, b
 from kgmeta.episodes import materialise
 from kgmeta.errors import CheckpointError, ConfigError, TrainingError
 from kgmeta.evaluation import (VAL_SEED_OFFSET, MistakeSeverity, accuracy_by_hops, eval_seed, eval_specs,
-                             evaluate_run, evaluate_shots, evaluate_specs, feature_cache, format_results)
+                             evaluate_run, evaluate_shots, evaluate_specs, feature_cache, format_prior_effect,
+                             format_results)
 from kgmeta.experiment import (BUILTIN_ONTOLOGIES, GRAPH_FILE, SPLITS, Experiment, _check_fingerprint,
                                _load_model_state, autocast, build, class_map_path, learner_kwargs,
                                load_images, load_run, load_run_graph, mapping_class_names, ontology_paths,
@@ -56,7 +57,7 @@ _MOVED = [BUILTIN_ONTOLOGIES, GRAPH_FILE, SPLITS, MistakeSeverity, accuracy_by_h
           eval_specs, evaluate_run, evaluate_specs, feature_cache, load_images, mapping_class_names,
           ontology_paths, resolve_device, save_run_graph]
 
-__all__ = ["Experiment", "build", "evaluate_episodes", "evaluate_run", "evaluate_shots", "fit",
+__all__ = ["Experiment", "build", "evaluate_episodes", "evaluate_run", "evaluate_shots", "fit", "format_prior_effect",
            "feature_cache", "format_results", "load_run", "load_run_graph", "meta_train",
            "save_run_graph"]
 
@@ -337,7 +338,15 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     started = time.time()
     if ctx.active and (device is None and resolve_device(cfg.train.device).type == "cuda"):
         device = f"cuda:{ctx.local_rank}"
+    d = cfg.data
+    log(f"building the experiment: ontology {', '.join(map(str, cfg.ontology.paths))}, its graph, "
+        + (f"{d.images_per_class} rendered images per class" if d.kind == "synthetic" else f"{d.kind} images")
+        + " and the model")
+    built = time.time()
     exp = build(cfg, device, like=load_run_graph(run_dir), init=state is None)
+    log(f"built in {time.time() - built:.1f} s: {len(exp.ontology.classes)} ontology classes, a graph of "
+        f"{exp.kg.num_nodes} nodes and {exp.kg.num_edges} edges, {len(exp.dataset.class_names)} image "
+        f"classes")
     for note in exp.notes:
         log(note)
     if ctx.is_main and not (run_dir / GRAPH_FILE).is_file():
@@ -371,6 +380,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     log(f"run folder {run_dir}; {len(exp.splits['train'])}/{len(exp.splits['val'])}/"
         f"{len(exp.splits['test'])} train/val/test classes; learner {cfg.model.learner}, "
         f"conditioning {cfg.model.conditioning}, device {exp.device}"
+        + (f", {torch.get_num_threads()} CPU threads" if exp.device.type == "cpu" else "")
         + (f", {ctx.world} processes" if ctx.active else ""))
     zero_p = cfg.episodes.zero_shot_prob if model.conditioned else 0.0
     sampler = split_sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
@@ -391,6 +401,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     model.train()
     bar = tqdm(total=t.steps, initial=start, desc="meta-train", unit="step", disable=quiet,
                dynamic_ncols=True)
+    eta = _Eta(exp, start, val_specs is not None) if ctx.is_main and evaluate else None
     try:
         for step in range(start, t.steps):
             torch.manual_seed(t.seed * 7919 + step)  # dropout etc.: same per step on resume and rank
@@ -431,7 +442,11 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
                 continue
             record = {"step": done, "loss": value, **{f"loss_{k}": v for k, v in parts.items()}}
             if val_specs is not None and (done % t.val_every == 0 or done == t.steps):
+                if eta is not None:
+                    eta.val_started()
                 val = evaluate_specs(exp, val_specs)
+                if eta is not None:
+                    eta.val_done(len(val_specs))
                 record["val_accuracy"] = val["accuracy"][0]
                 record["val_ci95"] = val["accuracy"][1]
                 if best_val is None or val["accuracy"][0] > best_val:
@@ -444,6 +459,8 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
                 note = saturation.update(val["accuracy"][0], done)
                 if note:
                     warn(note)
+            if eta is not None and (line := eta.after_step(done)):
+                log(line)
             metrics_log.write(record)
             if writer is not None:
                 writer.write(record)
@@ -473,10 +490,16 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         log("no test classes (data.test_classes is empty): the test evaluation is skipped; evaluate "
             "the run on held-out data with kgmeta evaluate RUN --data ...")
     elif evaluate:
+        which = "the last checkpoint"
         if best_step is not None and (ckpt_dir / "best.pt").exists():
             _load_model_state(exp, load_checkpoint(ckpt_dir / "best.pt", exp.device), ckpt_dir / "best.pt")
+            which = f"the best meta-val checkpoint (step {best_step})"
+        log(_evaluation_plan(exp, which))
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
+        effect = format_prior_effect(summary["test"])
+        if effect:
+            log(effect)
         from kgmeta.report import log_hparams  # test metrics and settings in TensorBoard's HParams
 
         log_hparams(run_dir, config_to_dict(cfg), summary["test"])
@@ -515,10 +538,84 @@ def _fit_finetune(exp: Experiment, run_dir: Path, log: Callable[[str], None], me
                                "best_step": None, "train_s": round(time.time() - started, 1),
                                "learner": cfg.model.learner, "conditioning": cfg.model.conditioning}
     if evaluate and exp.splits["test"]:
+        log(_evaluation_plan(exp, "the trained backbone"))
         summary["test"] = evaluate_shots(exp, "test", progress=not quiet)
         log(format_results(summary["test"]))
     write_json(run_dir / "summary.json", summary)
     _plots(run_dir, exp, log)
     return summary
+
+
+def _test_episode_sizes(exp: Experiment) -> list[int]:
+    """Images per test-evaluation episode, one entry per episode that :func:`evaluate_shots`
+    scores (both arms of every shot count)."""
+    e = exp.cfg.episodes
+    n_way = min(e.n_way, len(exp.splits["test"]))
+    sizes = []
+    for k in e.eval_shots:
+        arms = int(exp.model.conditioned) + int(k > 0)
+        sizes += [n_way * (k + e.q_query)] * (arms * e.eval_episodes)
+    return sizes
+
+
+def _evaluation_plan(exp: Experiment, which: str) -> str:
+    e = exp.cfg.episodes
+    n = len(_test_episode_sizes(exp))
+    arms = "with and without the graph prior" if exp.model.conditioned else "without a prior"
+    return (f"evaluating {which} on the {len(exp.splits['test'])} unseen test classes: "
+            f"{'/'.join(map(str, e.eval_shots))} shots x {e.eval_episodes} episodes, {arms} "
+            f"({n:,} episodes)")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+class _Eta:
+    """A rough estimate of a run's remaining time, said once early in meta-training.
+
+    It times the training steps and the first meta-val round; a test episode is costed as a
+    meta-val one scaled by its number of images (without meta-val classes: a third of a training
+    episode's time, a forward pass against forward and backward, said to be rougher)."""
+
+    def __init__(self, exp: Experiment, start: int, has_val: bool) -> None:
+        self.exp, self.start, self.has_val = exp, start, has_val
+        t = exp.cfg.train
+        self.say_at = min(t.steps, t.val_every if has_val and t.val_every <= 50 else start + 10)
+        self.began = time.perf_counter()
+        self.val_s, self.val_episodes, self.val_began, self.said = 0.0, 0, 0.0, False
+
+    def val_started(self) -> None:
+        self.val_began = time.perf_counter()
+
+    def val_done(self, episodes: int) -> None:
+        self.val_s += time.perf_counter() - self.val_began
+        self.val_episodes += episodes
+
+    def after_step(self, done: int) -> str | None:
+        """The estimate line at the step it is due, else None."""
+        if self.said or done < self.say_at or done <= self.start:
+            return None
+        self.said = True
+        cfg = self.exp.cfg
+        t, e = cfg.train, cfg.episodes
+        step_s = (time.perf_counter() - self.began - self.val_s) / (done - self.start)
+        train_images = t.meta_batch * e.n_way * (max(e.k_shot, 1) + e.q_query)
+        if self.val_episodes:
+            per_image = self.val_s / self.val_episodes / (min(e.n_way, len(self.exp.splits["val"]))
+                                                           * (e.k_shot + e.q_query))
+            rough = ""
+        else:
+            per_image = step_s / train_images / 3
+            rough = "very "
+        rounds = sum(1 for s in range(done + 1, t.steps + 1) if s % t.val_every == 0 or s == t.steps)
+        val_images = min(e.n_way, len(self.exp.splits["val"])) * (e.k_shot + e.q_query)
+        val_left = rounds * e.val_episodes * val_images * per_image if self.has_val else 0.0
+        train_left = (t.steps - done) * step_s
+        test = sum(_test_episode_sizes(self.exp)) * per_image
+        total = train_left + val_left + test
+        return (f"estimated time left, {rough}roughly: {_duration(total)} (meta-training {_duration(train_left)}"
+                + (f", meta-val {_duration(val_left)}" if self.has_val else "")
+                + f", test evaluation {_duration(test)}; measured on the first {done - self.start} steps)")
 
 

@@ -1,4 +1,4 @@
-"""Tests of the OBO 1.2/1.4 reader (kgmeta.obo) and its mapping to terms and edges."""
+"""Tests of the OBO 1.2/1.4 reader (kgmeta.ontology.obo) and its mapping to terms and edges."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from kgmeta.errors import OntologyError
-from kgmeta.obo import plain_value, quoted_value, read_obo, unescape
+from kgmeta.ontology.obo import plain_value, quoted_value, read_obo, unescape
 from kgmeta.ontology import SUBCLASS_OF, Edge, load_ontology
 
 OBO = "http://purl.obolibrary.org/obo/"

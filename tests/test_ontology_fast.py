@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("pyoxigraph")
 
-import kgmeta.ontology as ontology_mod  # noqa: E402
+import kgmeta.ontology.rdf as rdf_mod  # noqa: E402
 from kgmeta.errors import OntologyError  # noqa: E402
 from kgmeta.ontology import Edge, load_ontology  # noqa: E402
 
@@ -339,13 +339,13 @@ def test_curies_unchanged(tmp_path):
 
 def test_oxigraph_path_is_used(tmp_path, monkeypatch):
     calls = []
-    real = ontology_mod._parse_oxigraph
+    real = rdf_mod._parse_oxigraph
 
     def spy(*a, **k):
         calls.append(a[2])
         return real(*a, **k)
 
-    monkeypatch.setattr(ontology_mod, "_parse_oxigraph", spy)
+    monkeypatch.setattr(rdf_mod, "_parse_oxigraph", spy)
     for name in ("skos.ttl", "plain.nt", "doid.owl", "xmlliteral.rdf", "graph.jsonld"):
         load_ontology(write(tmp_path, name, FIXTURES[name]))
     assert calls == ["turtle", "nt", "xml"]  # XMLLiteral RDF/XML and JSON-LD stay on rdflib
@@ -398,7 +398,7 @@ def test_parser_argument_checked(tmp_path, monkeypatch):
     p = write(tmp_path, "s.ttl", FIXTURES["skos.ttl"])
     with pytest.raises(OntologyError, match="unknown parser 'fast'"):
         load_ontology(p, parser="fast")
-    monkeypatch.setattr(ontology_mod, "_oxigraph", lambda: None)
+    monkeypatch.setattr(rdf_mod, "_oxigraph", lambda: None)
     with pytest.raises(OntologyError, match=r"pip install kgmeta\[fast\]"):
         load_ontology(p, parser="oxigraph")
     assert load_ontology(p).classes == [EX + "a", EX + "b", EX + "c"]  # auto: rdflib

@@ -27,6 +27,17 @@ def test_every_shipped_file_is_declared_package_data():
     assert missed == [], f"add these to [tool.setuptools.package-data] in pyproject.toml: {missed}"
 
 
+def test_every_code_folder_is_a_package():
+    """``[tool.setuptools.packages.find]`` ships folders with an ``__init__.py`` only: a folder of
+    modules without one (``kgmeta/ontology/``, ``kgmeta/learners/``) would be left out of the wheel."""
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert find == {"include": ["kgmeta*"]}
+    folders = {p.parent for p in (ROOT / "kgmeta").rglob("*.py")}
+    assert ROOT / "kgmeta" / "ontology" in folders
+    missing = [str(f.relative_to(ROOT)) for f in sorted(folders) if not (f / "__init__.py").is_file()]
+    assert missing == [], f"add an __init__.py to {missing}, or the wheel leaves them out"
+
+
 def test_shipped_files_are_inside_the_package():
     import kgmeta
 

@@ -1,0 +1,183 @@
+"""Where the default run's variance comes from: seeds, thread counts and model selection.
+
+Runs ``kgmeta train`` (the built-in defaults plus ``--set`` overrides) once per setting, each in
+its own process with ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` and ``torch.set_num_threads`` at the
+setting's thread count, and reports for every shot count, with and without the prior, the mean
+over the group's runs, the spread across them (sample standard deviation, min, max) beside the
+mean within-run 95% CI. Every run is evaluated on the test classes twice: with the checkpoint
+meta-val picked (``best.pt``, what ``kgmeta train`` reports) and with the last one (``last.pt``).
+
+Groups:
+
+* ``seeds_<T>t``: ``train.seed`` = 0..4 (``--seeds``) at T threads (``--threads``): everything
+  that a seed draws moves at once.
+* ``--decompose`` adds, at ``--decompose-threads`` threads, runs that move ONE source of
+  randomness with the others held at seed 0: ``data`` (the rendered images of the embedded
+  benchmark), ``init`` (weight initialisation), ``order`` (training episodes and dropout). The
+  evaluation episodes are those of seed 0 in every run of these groups (only the model moves).
+  The thread-count effect is ``seeds_1t`` against ``seeds_2t`` at seed 0.
+
+Evaluation is transductive (BatchNorm on each episode's batch, ``model.bn_mode: transductive``,
+the default) unless ``--set model.bn_mode=running``.
+
+Usage: python benchmarks/seeds.py [--seeds 0,1,2,3,4] [--threads 1,2] [--decompose]
+       [--set key=value ...] [--out DIR] [--jobs N]
+Progress goes to stderr; the LAST stdout line is one JSON object: ``config`` (the overrides),
+``runs`` (one record per run: seeds, threads, wall time, best step, test accuracy per shot with
+``best`` and ``last`` checkpoints), ``groups`` (group -> checkpoint -> metric -> mean / sd / min
+/ max / ci95_mean / n), ``wall_s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = [("with_prior", "0shot"), ("with_prior", "1shot"), ("with_prior", "5shot"),
+           ("without_prior", "1shot"), ("without_prior", "5shot")]
+
+
+def _worker(spec: dict) -> dict:
+    """One run in this process: fit with the given seeds, then evaluate best and last."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    import kgmeta.evaluation as evaluation
+    import kgmeta.experiment as experiment
+    import kgmeta.train as train
+    from kgmeta.config import load_config
+
+    cfg = load_config(None, spec["overrides"] + [f"train.seed={spec['order']}"])
+    data_seed, init_seed = spec["data"], spec["init"]
+    if spec.get("fixed_eval"):  # the evaluation episodes of seed 0, whatever the run's seeds
+        def fixed(cfg, offset=evaluation.EVAL_SEED_OFFSET):
+            return offset
+
+        evaluation.eval_seed = train.eval_seed = fixed
+    original_data, original_build = experiment._build_data, experiment.build
+
+    def with_seed(c, seed):
+        return dataclasses.replace(c, train=dataclasses.replace(c.train, seed=seed))
+
+    def build_data(c, ontology):
+        return original_data(with_seed(c, data_seed), ontology)
+
+    def build(c, *args, **kw):
+        exp = original_build(with_seed(c, init_seed), *args, **kw)
+        exp.cfg = c
+        return exp
+
+    experiment._build_data, train.build = build_data, build
+    started = time.time()
+    summary = train.fit(cfg, out=spec["out"], quiet=True)
+    train_wall = time.time() - started
+    exp = experiment.load_run(spec["out"], checkpoint="last")
+    exp.cfg = cfg
+    last = evaluation.evaluate_shots(exp, "test")
+    return {"best_step": summary["best_step"], "best_val": summary["best_val_accuracy"],
+            "wall_s": round(train_wall, 1), "best": _accuracies(summary["test"]),
+            "last": _accuracies(last)}
+
+
+def _accuracies(results: dict) -> dict:
+    return {f"{prior}/{shot}": results[prior][shot]["accuracy"] for prior, shot in METRICS
+            if shot in results.get(prior, {})}
+
+
+def _run(spec: dict) -> dict:
+    threads = str(spec["threads"])
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    started = time.time()
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"run {spec['name']} failed:\n{proc.stderr[-3000:]}")
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    record.update({k: spec[k] for k in ("name", "group", "data", "init", "order", "threads")})
+    record["process_s"] = round(time.time() - started, 1)
+    best = record["best"]
+    print(f"{spec['name']}: " + ", ".join(f"{k} {100 * v[0]:.1f}" for k, v in best.items())
+          + f" (best step {record['best_step']}, {record['process_s']:.0f} s)", file=sys.stderr, flush=True)
+    return record
+
+
+def _spread(values: list[list[float]]) -> dict:
+    means = [100 * v[0] for v in values]
+    return {"mean": round(statistics.fmean(means), 2),
+            "sd": round(statistics.stdev(means), 2) if len(means) > 1 else None,
+            "min": round(min(means), 2), "max": round(max(means), 2),
+            "ci95_mean": round(statistics.fmean(100 * v[1] for v in values), 2), "n": len(means)}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """group -> checkpoint -> metric -> spread over the group's runs."""
+    groups: dict[str, dict] = {}
+    for group in dict.fromkeys(r["group"] for r in runs):
+        members = [r for r in runs if r["group"] == group]
+        groups[group] = {ckpt: {m: _spread([r[ckpt][m] for r in members]) for m in members[0][ckpt]}
+                         for ckpt in ("best", "last")}
+    return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--decompose", action="store_true")
+    ap.add_argument("--decompose-threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    ap.add_argument("--out", default=None, help="folder for the run folders (default: a temp folder)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each with its own threads)")
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return 0
+    out = Path(args.out or tempfile.mkdtemp(prefix="kgmeta-seeds-"))
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    specs = []
+    for threads in (int(t) for t in args.threads.split(",")):
+        for seed in seeds:
+            specs.append({"name": f"seed{seed}-{threads}t", "group": f"seeds_{threads}t", "data": seed,
+                          "init": seed, "order": seed, "threads": threads})
+    if args.decompose:
+        for source in ("data", "init", "order"):
+            for seed in seeds:
+                if seed == 0:
+                    continue
+                seeds_of = {"data": 0, "init": 0, "order": 0, source: seed}
+                specs.append({"name": f"{source}{seed}", "group": source, **seeds_of,
+                              "threads": args.decompose_threads, "fixed_eval": True})
+    for spec in specs:
+        spec["overrides"] = list(args.overrides)
+        spec["out"] = str(out / spec["name"])
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        runs = list(pool.map(_run, specs))
+    if args.decompose:  # seed 0 at the decomposition's thread count is every group's base run
+        base = [r for r in runs if r["group"] == f"seeds_{args.decompose_threads}t" and r["order"] == 0]
+        for r in base:
+            for source in ("data", "init", "order"):
+                runs.append({**r, "group": source, "name": f"{source}0"})
+    doc = {"benchmark": "seeds", "config": {"overrides": args.overrides, "defaults": "kgmeta built-in"},
+           "evaluation": "transductive BatchNorm (each episode's batch)"
+           if not any("bn_mode=running" in o for o in args.overrides) else "running BatchNorm statistics",
+           "runs": runs, "groups": summarise(runs), "wall_s": round(time.time() - started, 1)}
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
