@@ -73,6 +73,7 @@ import kgmeta.graph  # noqa: E402
 import kgmeta.ontology  # noqa: E402
 from kgmeta.config import config_from_dict, config_to_dict  # noqa: E402
 from kgmeta.episodes import load_episodes, save_episodes  # noqa: E402
+from kgmeta.learners import learner_options  # noqa: E402
 from kgmeta.train import build, eval_specs, evaluate_specs, feature_cache, fit, load_run  # noqa: E402
 
 CHANCE_WAY = 5
@@ -368,7 +369,8 @@ def main(argv=None) -> int:
               "lr": resolved["train"]["lr"], "image_size": resolved["data"]["image_size"],
               "backbone": f"{resolved['model']['backbone']} (width 64, flatten, {resolved['model']['bn_mode']} BN)",
               "maml_family": "anil (inner_steps {}, inner_lr {})".format(
-                  resolved["model"]["inner_steps"], resolved["model"]["inner_lr"]),
+                  *(resolved["model"][k] if resolved["model"][k] is not None  # null: ANIL's own default
+                    else learner_options("anil")[k].default for k in ("inner_steps", "inner_lr"))),
               "train_episodes": f"{resolved['episodes']['n_way']}-way {resolved['episodes']['k_shot']}-shot "
                                 f"{resolved['episodes']['q_query']}-query",
               "kg_zero_shot_prob": resolved["episodes"]["zero_shot_prob"],

@@ -181,7 +181,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                   f"{run / 'config.yaml'} --out NEW_FOLDER")
         # overrides (e.g. more train.steps) apply on top of the run's own config
         cfg = load_config(args.config or Path(args.resume) / "config.yaml", args.set or (),
-                          paths_from_file=args.config is not None)
+                          paths_from_file=args.config is not None, saved_run=args.config is None)
     else:
         cfg = _load_cfg(args)
     summary = fit(cfg, out=args.out, resume=args.resume, device=args.device, quiet=args.quiet)

@@ -65,6 +65,7 @@ __all__ = [
     "config_reference_markdown",
     "check_flag",
     "FINGERPRINT_IGNORED",
+    "Options",
 ]
 
 
@@ -77,6 +78,31 @@ def _opt(default: Any, help: str, **rules: Any) -> Any:
 
 def _section(cls: type, help: str) -> Any:
     return field(default_factory=cls, metadata={"help": help})
+
+
+class Options(Mapping[str, Any]):
+    """An immutable, hashable mapping of option names to plain values (numbers, strings, booleans,
+    null, or tuples of them): the value of a mapping key such as ``model.learner_options``."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] = ()) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+    def __repr__(self) -> str:
+        return f"Options({self._items!r})"
 
 
 class _KeyedError(ConfigError):
@@ -259,12 +285,22 @@ class ModelConfig(_Section):
         "protonet", "meta-learning method")
     conditioning: Literal["none", "kg"] = _opt(
         "kg", "`kg`: class priors from the graph; `none`: the plain baseline")
-    inner_steps: int = _opt(
-        5, "inner-loop gradient steps (MAML family, Reptile, fine-tune)", ge=1, le=1000)
-    inner_lr: float = _opt(0.01, "inner-loop learning rate", gt=0.0)
-    proximal: float = _opt(
-        0.0, "weight of an L2 pull of inner-loop weights toward their (graph-given) "
-        "initialisation; 0: off", ge=0.0)
+    inner_steps: int | None = _opt(
+        None, "inner-loop gradient steps per episode: SGD steps of the MAML family and Reptile "
+        "(`inner_steps`), Adam steps of the fine-tune head (`steps`); protonet has none (an error "
+        "there); null: the learner's own default (5; fine-tune 100)", ge=1, le=1000)
+    inner_lr: float | None = _opt(
+        None, "inner-loop learning rate (MAML family and Reptile: `inner_lr`; fine-tune: its head's "
+        "Adam `lr`; protonet: an error); null: the learner's own default (0.01)", gt=0.0)
+    proximal: float | None = _opt(
+        None, "weight of an L2 pull of the inner-loop head toward its (graph-given) initialisation "
+        "(MAML family only; an error for the other learners); null: the learner's default (0, off)",
+        ge=0.0)
+    learner_options: Mapping[str, Any] = _opt(
+        Options(), "further keyword arguments of the learner's constructor, e.g. `{head: cosine}` "
+        "for fine-tune or `{eval_inner_steps: 10}` for MAML (`--set model.learner_options.head="
+        "cosine`); names are checked against the constructor (see the learner's docstring); "
+        "settings that a key above sets are refused here")
     weights_path: str | None = _opt(
         None, "local backbone weights loaded before meta-training (a torchvision or timm "
         "state_dict, a timm checkpoint, a .safetensors file or a `kgmeta pretrain` output; never "
@@ -556,7 +592,7 @@ def _describe(tp: Any) -> str:
     names = {bool: "a bool (true or false)", int: "an int", float: "a float", str: "a string"}
     if tp in names:
         return names[tp]
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) or origin is Mapping:
         return "a mapping"
     raise TypeError(f"unsupported config type {tp!r}")
 
@@ -570,6 +606,8 @@ def _type_text(tp: Any) -> str:
         return "one of " + ", ".join(f"`{a}`" for a in typing.get_args(tp))
     if origin is tuple:
         return f"list[{_type_text(typing.get_args(tp)[0])}]"
+    if origin is Mapping:
+        return "mapping"
     return tp.__name__
 
 
@@ -647,7 +685,31 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, Mapping):
             return _from_mapping(tp, value, key)
         raise wrong(f"write {key} as a mapping of its keys (see the config reference)")
+    if origin is Mapping:
+        if not isinstance(value, Mapping):
+            raise wrong(f"write {key} as a mapping of names to values, e.g. {{name: 1}}")
+        return Options({_check_option_name(k, key): _option_value(v, f"{key}.{k}") for k, v in value.items()})
     raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def _check_option_name(name: Any, key: str) -> str:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise _KeyedError(key, f"{key} has the key {_show(name)}; option names are words such as "
+                               f"'steps' (a keyword argument name)")
+    return name
+
+
+def _option_value(value: Any, key: str) -> Any:
+    """A plain option value: a number, string, bool or null, or a list of them (stored as a tuple)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_option_value(v, f"{key}[{i}]") for i, v in enumerate(value))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _KeyedError(key, f"{key} = {_show(value)} is not a finite number; set {key} to a finite "
+                                   f"number")
+        return value
+    raise _KeyedError(key, f"{key} = {_show(value)} is {_kind(value)}; an option is a number, a string, "
+                           f"true/false, null or a list of them")
 
 
 def _range_text(meta: Mapping[str, Any]) -> str:
@@ -1024,12 +1086,39 @@ def _build(data: Mapping[Any, Any], sources: Mapping[str, str], default: str) ->
         raise ConfigError(f"{_source_of(e.keys, sources, default)}: {e}") from None
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "config") -> RunConfig:
+# Learners to which kgmeta passed model.inner_steps / inner_lr / proximal before these keys could be
+# null (they then defaulted to 5 / 0.01 / 0.0 and were ignored for every other learner).
+_OLD_KEY_USERS: dict[str, tuple[str, ...]] = {
+    "inner_steps": ("maml", "fomaml", "anil", "reptile"),
+    "inner_lr": ("maml", "fomaml", "anil", "reptile"),
+    "proximal": ("maml", "fomaml", "anil"),
+}
+
+
+def _read_as_saved(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A run's saved config as this version means it: in a config written by a kgmeta that ignored
+    model.inner_steps / inner_lr / proximal for some learners, those keys become null (what that run
+    used: the learner's own defaults). Such a file holds a number in model.proximal for a learner
+    without a proximal term, which this version refuses to write."""
+    model = data.get("model")
+    if not isinstance(model, Mapping):
+        return data
+    learner = model.get("learner", ModelConfig.learner)
+    proximal = model.get("proximal")
+    if learner in _OLD_KEY_USERS["proximal"] or proximal is None or isinstance(proximal, bool):
+        return data
+    upgraded = {k: (None if k in _OLD_KEY_USERS and learner not in _OLD_KEY_USERS[k] else v)
+                for k, v in model.items()}
+    return {**data, "model": upgraded}
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "config", *, saved_run: bool = False) -> RunConfig:
     """Build a validated RunConfig from a nested mapping (e.g. one stored in a checkpoint);
-    errors name ``source``."""
+    errors name ``source``. ``saved_run=True``: ``data`` was written by kgmeta for a run (a
+    checkpoint's config), possibly by an older version: see :func:`load_config`."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: a config must be a mapping, not {_kind(data)}")
-    return _build(data, {}, source)
+    return _build(_read_as_saved(data) if saved_run else data, {}, source)
 
 
 # Keys naming files or folders that a config reads: a relative path written in a config file is
@@ -1069,7 +1158,8 @@ def anchor_paths(layer: dict[str, Any], folder: str | os.PathLike[str]) -> dict[
 
 
 def load_config(path: str | os.PathLike[str] | None,
-                overrides: Sequence[str] = (), *, paths_from_file: bool = True) -> RunConfig:
+                overrides: Sequence[str] = (), *, paths_from_file: bool = True,
+                saved_run: bool = False) -> RunConfig:
     """Load a YAML config (``None``: the defaults), apply ``key=value`` overrides, validate.
 
     ``base: other.yaml`` (or a list of files) in a file inherits from those files, resolved
@@ -1079,7 +1169,11 @@ def load_config(path: str | os.PathLike[str] | None,
     a saved config means the same from any folder. ``out_dir`` and ``ontology.cache_dir`` stay
     as written (relative to the working folder). ``paths_from_file=False`` keeps a file's
     paths as written, relative to the working folder (the ``config.yaml`` of run folders
-    written before paths were anchored). Raises ConfigError.
+    written before paths were anchored). ``saved_run=True``: the file is a run folder's
+    ``config.yaml`` (no ``base``), read as the kgmeta that wrote it meant it: model.inner_steps,
+    inner_lr and proximal, which versions before they could be null wrote as numbers for every
+    learner but passed only to some, are null for the others (before the overrides apply).
+    Raises ConfigError.
     """
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -1091,6 +1185,8 @@ def load_config(path: str | os.PathLike[str] | None,
             if paths_from_file:
                 layer = anchor_paths(layer, os.path.dirname(os.path.abspath(layer_label)))
             _merge(raw, layer, layer_label, sources, "")
+        if saved_run:
+            raw = dict(_read_as_saved(raw))
     if isinstance(overrides, str):
         overrides = [overrides]
     for text in overrides:
@@ -1113,6 +1209,8 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (tuple, list)):
             return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
         return v
 
     return plain(cfg)
@@ -1134,9 +1232,10 @@ def dump_config(cfg: RunConfig, path: str | os.PathLike[str]) -> Path:
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaf key path -> value; sections are opened, a mapping-valued key (learner_options) is a leaf."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and not prefix and k in _SECTIONS:
             out.update(_flat(v, _join(prefix, k)))
         else:
             out[_join(prefix, k)] = v
@@ -1196,6 +1295,8 @@ def _default_text(value: Any) -> str:
         return ""
     if isinstance(value, tuple):
         value = list(value)
+    if isinstance(value, Mapping):
+        value = dict(value)
     text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip()
     text = text.removesuffix("...").strip()
     return f"`{text}`"

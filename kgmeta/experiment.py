@@ -10,6 +10,7 @@ evaluation (:mod:`kgmeta.evaluation`) build on this module; it imports neither.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from kgmeta.config import RunConfig, config_diff, config_fingerprint, config_from_dict, load_config
+from kgmeta.config import ModelConfig, RunConfig, config_diff, config_fingerprint, config_from_dict, load_config
 from kgmeta.episodes import EpisodeSampler
 from kgmeta.errors import CheckpointError, ConfigError
 from kgmeta.limits import check_memory, format_bytes
@@ -26,7 +27,8 @@ from kgmeta.model import KGMetaModel
 from kgmeta.runs import check_run_dir, load_checkpoint
 
 __all__ = ["BUILTIN_ONTOLOGIES", "Experiment", "GRAPH_FILE", "SPLITS", "build", "class_map_path",
-           "load_images", "load_run", "load_run_graph", "mapping_class_names", "ontology_paths",
+           "learner_kwargs", "load_images", "load_run", "load_run_graph", "mapping_class_names",
+           "ontology_paths",
            "resolve_device", "save_run_graph", "split_sampler"]
 
 
@@ -51,6 +53,75 @@ def resolve_device(name: str, source: str = "train.device") -> torch.device:
     return device
 
 
+# model.* keys that set a learner's constructor argument: the argument of the same name, or the one
+# named here (fine-tune's head is fitted for `steps` Adam steps at `lr`)
+LEARNER_KEYS: tuple[str, ...] = ("inner_steps", "inner_lr", "proximal")
+_RENAMED: dict[str, dict[str, str]] = {"finetune": {"inner_steps": "steps", "inner_lr": "lr"}}
+
+
+def _argument(learner: str, key: str) -> str:
+    return _RENAMED.get(learner, {}).get(key, key)
+
+
+def learner_kwargs(m: ModelConfig) -> dict[str, Any]:
+    """The keyword arguments of ``m.learner``'s constructor that the config sets: the keys of
+    :data:`LEARNER_KEYS` that are not null (under their constructor names) and
+    ``model.learner_options``; every other argument keeps the constructor's default.
+
+    Raises:
+        ConfigError: a key is set for a learner that does not take it, an option is not an
+            argument of the learner's constructor (or one that a key of its own sets).
+    """
+    from kgmeta.learners import LEARNERS, learner_options
+
+    options = learner_options(m.learner)
+    kw: dict[str, Any] = {}
+    for key in LEARNER_KEYS:
+        value = getattr(m, key)
+        if value is None:
+            continue
+        if _argument(m.learner, key) not in options:
+            users = [n for n in LEARNERS if _argument(n, key) in learner_options(n)]
+            raise ConfigError(f"model.{key}={value:g} is not used by model.learner={m.learner}; set "
+                              f"model.{key}=null (or remove it), or use a learner that takes it "
+                              f"({', '.join(users)})")
+        kw[_argument(m.learner, key)] = value
+    by_key = {_argument(m.learner, key): key for key in LEARNER_KEYS}
+    for name, value in m.learner_options.items():
+        if name in by_key and _argument(m.learner, by_key[name]) in options:
+            raise ConfigError(f"model.learner_options.{name}: {m.learner}'s {name} is set by "
+                              f"model.{by_key[name]}; set model.{by_key[name]}={value} instead")
+        if name not in options:
+            fixed = getattr(LEARNERS[m.learner], "keywords", {})
+            if name in fixed:
+                raise ConfigError(f"model.learner_options.{name}: learner {m.learner!r} fixes "
+                                  f"{name}={fixed[name]}; remove the option or use model.learner=maml")
+            close = difflib.get_close_matches(name, list(options), n=1)
+            hint = "" if not close else (f"did you mean model.{by_key[close[0]]}? " if close[0] in by_key
+                                         else f"did you mean {close[0]!r}? ")
+            valid = ", ".join(n for n in options if n not in by_key) or "none"
+            raise ConfigError(f"model.learner_options.{name}: learner {m.learner!r} has no option "
+                              f"{name!r}; {hint}its options: {valid}")
+        kw[name] = value
+    return kw
+
+
+def _build_learner(m: ModelConfig, backbone: torch.nn.Module):
+    """``m.learner`` over ``backbone`` with :func:`learner_kwargs`; a value its constructor refuses
+    is a ConfigError naming the keys that set it."""
+    from kgmeta.learners import build_learner
+
+    kw = learner_kwargs(m)
+    try:
+        return build_learner(m.learner, backbone, **kw)
+    except (ValueError, TypeError) as exc:
+        if not kw:  # nothing from the config: a mistake of the code
+            raise
+        settings = ", ".join(f"{k}={v!r}" for k, v in kw.items())
+        raise ConfigError(f"model.learner={m.learner} refuses {settings} ({exc}); fix model.learner_options "
+                          f"or model.{'/'.join(LEARNER_KEYS)}") from exc
+
+
 # floats per input pixel of a backbone's first (full-resolution) stage, kept for the backward pass
 _FIRST_STAGE_WIDTH = {"tiny": 8, "conv4": 64, "resnet12": 64, "resnet18": 16}  # resnet18: stride-2 stem
 
@@ -65,7 +136,9 @@ def _check_step_memory(cfg: RunConfig, device: torch.device) -> None:
     eval_images = e.n_way * (max(e.k_shot, *e.eval_shots) + e.q_query)
     floats = d.channels + 3 * _FIRST_STAGE_WIDTH.get(m.backbone, 8)
     if m.learner == "maml":  # second-order MAML keeps every inner step's activations
-        floats *= m.inner_steps
+        from kgmeta.learners import learner_options
+
+        floats *= learner_kwargs(m).get("inner_steps", learner_options("maml")["inner_steps"].default)
     need = 4 * d.image_size ** 2 * floats * max(train_images, eval_images)
     what = (f"a step of {max(train_images, eval_images)} images of {d.image_size}x{d.image_size} "
             f"(train.meta_batch x episodes.n_way x (k_shot + q_query)) through model.backbone="
@@ -330,9 +403,9 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
     """
     from kgmeta.gnn import GraphEncoder
     from kgmeta.graph import build_graph
-    from kgmeta.learners import build_learner
     from kgmeta.ontology import load_ontology
 
+    learner_kwargs(cfg.model)  # before anything is loaded
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
@@ -362,12 +435,7 @@ def build(cfg: RunConfig, device: str | torch.device | None = None, *, like: Any
     backbone = build_model_backbone(m.backbone, cfg.data.channels, cfg.data.image_size, bn_mode=m.bn_mode,
                                     weights_path=m.weights_path, freeze_mode=m.freeze, adapter=m.adapter,
                                     adapter_dim=m.adapter_dim, input_size=m.input_size, log=notes.append)
-    kw: dict[str, Any] = {}
-    if m.learner in ("maml", "fomaml", "anil", "reptile"):
-        kw = {"inner_steps": m.inner_steps, "inner_lr": m.inner_lr}
-        if m.learner != "reptile":
-            kw["proximal"] = m.proximal
-    learner = build_learner(m.learner, backbone, **kw)
+    learner = _build_learner(m, backbone)
     encoder = None
     if m.conditioning == "kg" and not learner.meta_trained:
         raise ConfigError(f"model.learner={m.learner} trains an ordinary classifier and has no graph prior; "
@@ -447,7 +515,7 @@ def autocast(device: torch.device, enabled: bool):
 def _check_fingerprint(state: dict[str, Any], cfg: RunConfig, path: Path) -> None:
     if state.get("fingerprint") != config_fingerprint(cfg):
         try:
-            diff = [k for k, _, _ in config_diff(config_from_dict(state["config"], str(path)), cfg)]
+            diff = [k for k, _, _ in config_diff(config_from_dict(state["config"], str(path), saved_run=True), cfg)]
         except (ConfigError, KeyError, TypeError):
             diff = None  # no stored config this version can read
         if diff == []:  # the same settings, hashed by an older fingerprint rule: accept
@@ -473,7 +541,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = 
     run_dir = check_run_dir(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir}: no config.yaml; pass a run folder written by kgmeta train")
-    cfg = load_config(run_dir / "config.yaml", paths_from_file=False)  # paths as written at the time
+    cfg = load_config(run_dir / "config.yaml", paths_from_file=False, saved_run=True)  # as written at the time
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint == "best" and not path.exists():
         path = run_dir / "checkpoints" / "last.pt"

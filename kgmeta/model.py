@@ -51,7 +51,7 @@ class PriorHead(nn.Module):
     def __init__(self, embed_dim: int, feat_dim: int, hidden: int = 256, init_strength: float = 1.0) -> None:
         super().__init__()
         if init_strength <= 0:
-            raise DataError(f"init_strength={init_strength} must be positive")
+            raise ValueError(f"init_strength={init_strength} must be positive")
         self.mean = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, feat_dim))
         self.strength = nn.Linear(embed_dim, 1)
         nn.init.zeros_(self.strength.weight)
@@ -197,7 +197,7 @@ class KGMetaModel(nn.Module):
                  attribute_metric: float = 0.0) -> None:
         super().__init__()
         if (kg is None) != (encoder is None):
-            raise DataError("KGMetaModel needs both a knowledge graph and an encoder, or neither")
+            raise ValueError("KGMetaModel needs both a knowledge graph and an encoder, or neither")
         self.learner = learner
         self.kg = kg
         self.encoder = encoder

@@ -38,9 +38,9 @@ from kgmeta.evaluation import (VAL_SEED_OFFSET, MistakeSeverity, accuracy_by_hop
                              evaluate_run, evaluate_shots, evaluate_specs, feature_cache, format_prior_effect,
                              format_results)
 from kgmeta.experiment import (BUILTIN_ONTOLOGIES, GRAPH_FILE, SPLITS, Experiment, _check_fingerprint,
-                               _load_model_state, autocast, build, class_map_path, load_images, load_run,
-                               load_run_graph, mapping_class_names, ontology_paths, resolve_device,
-                               save_run_graph, split_sampler)
+                               _load_model_state, autocast, build, class_map_path, learner_kwargs,
+                               load_images, load_run, load_run_graph, mapping_class_names, ontology_paths,
+                               resolve_device, save_run_graph, split_sampler)
 from kgmeta.features_cache import cached_episode
 from kgmeta.metrics import mean_ci95
 from kgmeta.model import KGMetaModel
@@ -273,7 +273,7 @@ def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
     """(config, run folder, checkpoint state to resume or None); creates the folder."""
     if resume is not None:
         run_dir = check_run_dir(resume)
-        saved = load_config(run_dir / "config.yaml", paths_from_file=False)  # as written at the time
+        saved = load_config(run_dir / "config.yaml", paths_from_file=False, saved_run=True)  # as written at the time
         last = run_dir / "checkpoints" / "last.pt"
         state = load_checkpoint(last)
         cfg = saved if cfg is None else cfg
@@ -283,6 +283,7 @@ def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
         return cfg, run_dir, state
     if cfg is None:
         raise ConfigError("fit needs a config unless it resumes a run")
+    learner_kwargs(cfg.model)  # a learner setting the config cannot pass: refused before the run folder
     if out is not None:
         run_dir = check_run_dir(out)
         if (run_dir / "checkpoints" / "last.pt").exists():

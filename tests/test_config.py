@@ -164,7 +164,7 @@ def test_duplicate_key_is_an_error(tmp_path):
     ("data.roots", "[a, [1]]", r"data\.roots\[1\] = \[1\] has the wrong type: expected a string"),
     ("episodes.eval_shots", "[0, x]", r"episodes\.eval_shots\[1\]"),
     ("episodes.n_way", "{a: 1}", "got a mapping"),
-    ("model.inner_lr", "[0.1]", "expected a float, got a list"),
+    ("model.inner_lr", "[0.1]", "expected a float or null, got a list"),
     ("train.amp", "yes please", "expected a bool"),
     ("train.steps", "1e3", "expected an int, got a string"),
     ("train", "3", "expected a mapping, got an int"),
@@ -280,6 +280,9 @@ def test_value_with_equals_sign_is_kept():
     ("episodes..n_way=3", "malformed key"),
     ("episodes.n_way=[1", "cannot parse the value"),
     ("base=x.yaml", "base can only be set inside a config file"),
+    ("model.learner_options=3", "expected a mapping, got an int"),
+    ("model.learner_options.head={a: 1}", "model.learner_options.head = {'a': 1} is a mapping"),
+    ("model.learner_options.steps=.inf", "not a finite number"),
 ])
 def test_malformed_override(text, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)) as err:
@@ -606,3 +609,99 @@ def test_property_any_value_is_accepted_or_config_error(key, value):
         assert "\n" not in str(e)
     else:
         assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+# ---- name lists tied to the registries, learner settings, old saved configs ------------------------
+
+
+def _literal(cls: type, name: str) -> list[str]:
+    """The choices of a Literal-typed config field, sorted."""
+    return sorted(typing.get_args(typing.get_type_hints(cls)[name]))
+
+
+def _choices(cls: type, name: str) -> list[str]:
+    return sorted(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"])
+
+
+def test_config_name_lists_equal_the_registries():
+    """A learner, encoder, backbone, ... added to its registry must be added to the config too
+    (and the other way round): the config's choices are the registries' names."""
+    from kgmeta.adversarial import ATTACKS, NORMS, TARGETS
+    from kgmeta.backbones import BACKBONES, BN_MODES
+    from kgmeta.config import AdversarialConfig, GraphConfig, ModelConfig, PretrainConfig
+    from kgmeta.features import TEXT_ENCODERS
+    from kgmeta.gnn import ENCODERS
+    from kgmeta.learners import LEARNERS
+    from kgmeta.model import METRIC_MODES
+    from kgmeta.pretrained import ADAPTERS
+    from kgmeta.selfsup import METHODS
+    from kgmeta.synthetic import SETTINGS
+
+    assert _literal(ModelConfig, "learner") == sorted(LEARNERS)
+    assert _literal(GraphConfig, "encoder") == sorted(ENCODERS)
+    assert _literal(ModelConfig, "adapter") == sorted(ADAPTERS)
+    assert _literal(ModelConfig, "bn_mode") == sorted(BN_MODES)
+    assert _literal(ModelConfig, "metric") == sorted(METRIC_MODES)
+    assert _literal(PretrainConfig, "method") == sorted(METHODS)
+    assert _literal(DataConfig, "synthetic_setting") == sorted(SETTINGS)
+    assert _choices(AdversarialConfig, "attack") == sorted(ATTACKS)
+    assert _choices(AdversarialConfig, "norm") == sorted(NORMS)
+    assert _choices(AdversarialConfig, "targets") == sorted(TARGETS)
+    assert GraphConfig.text_encoder in TEXT_ENCODERS  # a free string: plug-in encoders register by name
+    # model.backbone is a pattern: its plain names are BACKBONES, plus the timm/ and torchvision/ families
+    pattern = next(f for f in dataclasses.fields(ModelConfig) if f.name == "backbone").metadata["pattern"]
+    plain = [alt for alt in pattern.split("|") if re.fullmatch(r"[a-z][a-z0-9]*", alt)]
+    assert sorted(plain) == sorted(BACKBONES)
+
+
+def test_learner_options_load_merge_dump_and_fingerprint(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  learner: finetune\n  learner_options: {head: cosine}\n")
+    cfg = load_config(base, ["model.learner_options.cosine_scale=5", "model.learner_options.adam_betas=[0, 1]"])
+    assert dict(cfg.model.learner_options) == {"head": "cosine", "cosine_scale": 5, "adam_betas": (0, 1)}
+    hash(cfg)  # the config stays hashable
+    dump_config(cfg, tmp_path / "run.yaml")
+    again = load_config(tmp_path / "run.yaml")
+    assert again == cfg and config_fingerprint(again) == config_fingerprint(cfg)
+    assert config_fingerprint(cfg) != config_fingerprint(load_config(base))
+    assert [k for k, _, _ in config_diff(cfg, load_config(base))] == ["model.learner_options"]
+    assert RunConfig().model.learner_options == {} and "model.learner_options" in config_keys()
+
+
+OLD_PROTONET = """name: old
+model: {backbone: tiny, learner: %s, conditioning: none, inner_steps: %s, inner_lr: 0.01, proximal: 0.0,
+  weights_path: null}
+"""
+
+
+@pytest.mark.parametrize("learner, nulled", [
+    ("protonet", ["inner_steps", "inner_lr", "proximal"]),
+    ("finetune", ["inner_steps", "inner_lr", "proximal"]),
+    ("reptile", ["proximal"]),
+    ("maml", []),
+])
+def test_old_saved_config_reads_as_it_ran(tmp_path, learner, nulled):
+    """A run folder's config.yaml from before these keys could be null: the keys that version
+    ignored for the learner are read as null (what the run used), the others as written."""
+    path = tmp_path / "config.yaml"
+    path.write_text(OLD_PROTONET % (learner, 7))
+    cfg = load_config(path, paths_from_file=False, saved_run=True)
+    values = {k: getattr(cfg.model, k) for k in ("inner_steps", "inner_lr", "proximal")}
+    assert [k for k, v in values.items() if v is None] == nulled
+    assert config_from_dict(yaml.safe_load(path.read_text()), "ckpt", saved_run=True) == cfg
+    plain = load_config(path)  # not a saved run: read as written (build refuses what is unused)
+    assert (plain.model.inner_steps, plain.model.proximal) == (7, 0.0)
+    # a config this version wrote is left alone (no number for proximal where it is unused)
+    dump_config(cfg, tmp_path / "new.yaml")
+    assert load_config(tmp_path / "new.yaml", saved_run=True) == cfg
+
+
+def test_old_default_run_keeps_its_fingerprint(tmp_path):
+    """The default run written before the keys could be null (5, 0.01, 0.0 for protonet) has the
+    fingerprint of today's default run, so its checkpoints resume without the fallback."""
+    old = config_to_dict(RunConfig())
+    old["model"].update(inner_steps=5, inner_lr=0.01, proximal=0.0)
+    del old["model"]["learner_options"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    cfg = load_config(tmp_path / "config.yaml", paths_from_file=False, saved_run=True)
+    assert cfg == RunConfig() and config_fingerprint(cfg) == config_fingerprint(RunConfig())

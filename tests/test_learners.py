@@ -328,3 +328,113 @@ def test_meta_train_callback_and_grad_clip():
     seen = []
     losses = meta_train(learner, episode, 3, grad_clip=1.0, callback=lambda s, v: seen.append((s, v)))
     assert [s for s, _ in seen] == [0, 1, 2] and [v for _, v in seen] == losses
+
+
+# ---- learner settings from the config (model.inner_*, model.proximal, model.learner_options) ----
+
+def test_learner_options_are_the_constructor_arguments():
+    from kgmeta.learners import learner_options
+
+    assert list(learner_options("protonet")) == []
+    assert "first_order" not in learner_options("fomaml") and "anil" in learner_options("fomaml")
+    assert learner_options("finetune")["steps"].default == 100
+    for name in LEARNERS:  # every option is a keyword the registry entry accepts
+        build_learner(name, build_backbone("tiny", CHANNELS, SIZE, width=8),
+                      **{k: p.default for k, p in learner_options(name).items()})
+    with pytest.raises(ValueError, match="matchingnet"):
+        learner_options("matchingnet")
+
+
+def _model(**kw):
+    from kgmeta.config import ModelConfig
+
+    return ModelConfig(conditioning="none", **kw)
+
+
+def test_learner_kwargs_map_keys_and_options_to_the_constructor():
+    from kgmeta.experiment import LEARNER_KEYS, learner_kwargs
+
+    assert LEARNER_KEYS == ("inner_steps", "inner_lr", "proximal")
+    assert learner_kwargs(_model()) == {}  # every argument at the constructor's default
+    assert learner_kwargs(_model(learner="maml", inner_steps=2, proximal=0.5,
+                                 learner_options={"eval_inner_steps": 4})) == \
+        {"inner_steps": 2, "proximal": 0.5, "eval_inner_steps": 4}
+    # fine-tune: model.inner_steps / inner_lr are its head's Adam steps / lr
+    assert learner_kwargs(_model(learner="finetune", inner_steps=7, inner_lr=0.1,
+                                 learner_options={"head": "cosine"})) == {"steps": 7, "lr": 0.1, "head": "cosine"}
+
+
+@pytest.mark.parametrize("kw, fragments", [
+    ({"learner": "protonet", "proximal": 0.5},
+     ["model.proximal=0.5 is not used by model.learner=protonet", "set model.proximal=null",
+      "(maml, fomaml, anil)"]),
+    ({"learner": "protonet", "inner_steps": 3}, ["model.inner_steps=3 is not used by model.learner=protonet"]),
+    ({"learner": "reptile", "proximal": 0.1}, ["model.proximal=0.1 is not used by model.learner=reptile"]),
+    ({"learner": "finetune", "proximal": 0.1}, ["model.learner=finetune"]),
+    ({"learner": "finetune", "learner_options": {"hed": "cosine"}},
+     ["model.learner_options.hed: learner 'finetune' has no option 'hed'", "did you mean 'head'?",
+      "its options: head, cosine_scale, weight_decay, prior_scale"]),
+    ({"learner": "protonet", "learner_options": {"head": "cosine"}}, ["its options: none"]),
+    ({"learner": "finetune", "learner_options": {"steps": 3}},
+     ["finetune's steps is set by model.inner_steps; set model.inner_steps=3 instead"]),
+    ({"learner": "finetune", "learner_options": {"step": 3}}, ["did you mean model.inner_steps?"]),
+    ({"learner": "maml", "learner_options": {"inner_lr": 0.1}}, ["set model.inner_lr=0.1 instead"]),
+    ({"learner": "fomaml", "learner_options": {"first_order": False}},
+     ["learner 'fomaml' fixes first_order=True", "model.learner=maml"]),
+])
+def test_learner_settings_a_learner_does_not_take_are_one_line_errors(kw, fragments):
+    from kgmeta.experiment import learner_kwargs
+
+    with pytest.raises(ConfigError) as err:
+        learner_kwargs(_model(**kw))
+    message = str(err.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+
+
+def test_a_value_the_constructor_refuses_is_a_config_error():
+    from kgmeta.experiment import _build_learner
+
+    net = build_backbone("tiny", CHANNELS, SIZE, width=8)
+    with pytest.raises(ConfigError, match=r"model.learner=finetune refuses head='conv' \(head='conv' is not"):
+        _build_learner(_model(learner="finetune", learner_options={"head": "conv"}), net)
+    with pytest.raises(ConfigError, match="eval_inner_steps=-1"):
+        _build_learner(_model(learner="maml", learner_options={"eval_inner_steps": -1}), net)
+    learner = _build_learner(_model(learner="reptile", learner_options={"inner_optimizer": "adam"}), net)
+    assert learner.inner_optimizer == "adam"
+
+
+def test_api_misuse_is_value_or_type_error():
+    from kgmeta.model import KGMetaModel, PriorHead
+
+    net = build_backbone("tiny", CHANNELS, SIZE, width=8)
+    with pytest.raises(ValueError, match="init_strength"):
+        PriorHead(4, 4, init_strength=0)
+    with pytest.raises(ValueError, match="both a knowledge graph and an encoder"):
+        KGMetaModel(build_learner("protonet", net), kg=object())
+    with pytest.raises(ValueError, match="like="):
+        MAML(net).adapt(torch.zeros(0, CHANNELS, SIZE, SIZE), torch.zeros(0, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="head="):
+        FineTune(net, head="conv")
+    with pytest.raises(ValueError, match="inner_lr"):
+        MAML(net, inner_lr=0)
+    with pytest.raises(ValueError, match="inner_optimizer"):
+        Reptile(net, inner_optimizer="rmsprop")
+    with pytest.raises(TypeError, match="out_dim"):
+        MAML(nn.Linear(2, 2), n_way=3)
+
+
+def test_config_help_quotes_the_constructor_defaults():
+    """The help of model.inner_steps / inner_lr / proximal names the constructors' defaults; they
+    stay the one place the defaults live, so the help must follow them."""
+    import dataclasses
+
+    from kgmeta.config import ModelConfig
+    from kgmeta.learners import learner_options
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ModelConfig)}
+    defaults = {n: {k: p.default for k, p in learner_options(n).items()} for n in LEARNERS}
+    assert {defaults[n]["inner_steps"] for n in ("maml", "fomaml", "anil", "reptile")} == {5}
+    assert "(5; fine-tune 100)" in helps["inner_steps"] and defaults["finetune"]["steps"] == 100
+    assert {defaults[n]["inner_lr"] for n in ("maml", "reptile")} | {defaults["finetune"]["lr"]} == {0.01}
+    assert "default (0.01)" in helps["inner_lr"]
+    assert defaults["maml"]["proximal"] == 0.0 and "default (0, off)" in helps["proximal"]

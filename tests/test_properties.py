@@ -17,6 +17,7 @@ seconds. tests/test_config.py and tests/test_ontology.py hold the single-key and
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import json
@@ -250,6 +251,9 @@ def valid_values(key: str, tp: Any, meta: dict) -> st.SearchStrategy:
                                              if k not in ("min_items", "unique")})
         return st.lists(items, min_size=max(1, meta.get("min_items", 0)), max_size=3,
                         unique=bool(meta.get("unique"))).map(tuple)
+    if typing.get_origin(tp) is collections.abc.Mapping:  # model.learner_options: names to plain values
+        names = st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True)
+        return st.dictionaries(names, st.integers(-5, 5) | st.booleans(), max_size=3)
     raise TypeError(f"no strategy for {key}: {tp!r}")
 
 
@@ -288,6 +292,8 @@ def valid_configs(draw) -> dict[str, Any]:
 
 
 def _override_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}: {_override_text(v)}" for k, v in value.items()) + "}"
     if isinstance(value, tuple):
         return "[" + ",".join(_override_text(v) for v in value) + "]"
     if value is None:

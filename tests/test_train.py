@@ -246,3 +246,58 @@ def test_predict_command(smoke_run: Path, tmp_path: Path, capsys: pytest.Capture
     assert "melanoma" in text and "glioblastoma" in text
     assert main(["predict", str(smoke_run), str(tmp_path / "missing.png"), "--support", str(support)]) == 2
     assert "missing.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, fragments", [
+    ("model.learner_options.hed=cosine", ["model.learner_options.hed: learner 'protonet' has no option 'hed'"]),
+    ("model.proximal=0.5", ["model.proximal=0.5 is not used by model.learner=protonet",
+                            "set model.proximal=null"]),
+])
+def test_unused_learner_settings_are_one_line_errors_before_the_run_folder(
+        setting: str, fragments: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--config", SMOKE, "--set", setting, "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and err.startswith("kgmeta: error: ")
+    assert all(f in err for f in fragments), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetune_uses_inner_steps_and_learner_options() -> None:
+    from kgmeta.config import load_config
+    from kgmeta.experiment import build
+
+    base = ["model.learner=finetune", "model.conditioning=none", "train.device=cpu"]
+    exp = build(load_config(SMOKE, [*base, "model.inner_steps=3", "model.inner_lr=0.05",
+                                    "model.learner_options.head=cosine"]))
+    learner = exp.model.learner
+    assert (learner.steps, learner.lr, learner.head) == (3, 0.05, "cosine")
+    default = build(load_config(SMOKE, base)).model.learner
+    assert (default.steps, default.lr, default.head) == (100, 0.01, "linear")  # FineTune's own defaults
+
+
+def test_run_folder_of_an_older_version_still_evaluates(smoke_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A protonet run written when model.inner_steps / inner_lr / proximal defaulted to 5 / 0.01 / 0.0
+    (and had no learner_options) loads, resumes and evaluates."""
+    import shutil
+
+    import yaml
+
+    from kgmeta.runs import save_checkpoint
+    from kgmeta.train import load_run
+
+    run = tmp_path / "old"
+    shutil.copytree(smoke_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"].update(inner_steps=5, inner_lr=0.01, proximal=0.0)
+    del cfg["model"]["learner_options"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for name in ("best.pt", "last.pt"):  # as that version stored them: its config, the same fingerprint
+        state = load_checkpoint(run / "checkpoints" / name)
+        state["config"] = cfg
+        save_checkpoint(run / "checkpoints" / name, state)
+    exp = load_run(run)
+    assert exp.cfg.model.proximal is None and exp.cfg.model.inner_steps is None
+    assert main(["evaluate", str(run), "--shots", "1", "--episodes", "2", "--quiet"]) == 0
+    assert "1shot" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run), "--set", "train.steps=7", "--quiet"]) == 0

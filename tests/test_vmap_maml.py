@@ -8,7 +8,6 @@ import torch
 from kgmeta.backbones import build_backbone
 from kgmeta.conditioning import Priors
 from kgmeta.episodes import Episode
-from kgmeta.errors import ConfigError, DataError
 from kgmeta.learners.maml import MAML, maml_vmap_loss, vmap_fallback_reason
 
 FLAGS = {"maml": {}, "fomaml": {"first_order": True}, "anil": {"anil": True}}
@@ -124,11 +123,11 @@ def test_fallbacks_and_errors():
     running = make_learner({}, bn_mode="running")
     assert "running" in vmap_fallback_reason(running, [make_episode(0), make_episode(1)])
     assert maml_vmap_loss(running, [make_episode(0), make_episode(1)])[0].isfinite()
-    with pytest.raises(ConfigError, match="chunk"):
+    with pytest.raises(ValueError, match="chunk"):
         maml_vmap_loss(learner, episodes, chunk=0)
-    with pytest.raises(DataError, match="no episodes"):
+    with pytest.raises(ValueError, match="no episodes"):
         maml_vmap_loss(learner, [])
-    with pytest.raises(DataError, match="priors"):
+    with pytest.raises(ValueError, match="priors"):
         maml_vmap_loss(learner, [make_episode(0)], make_priors(2, learner.backbone.out_dim))
 
 

@@ -20,7 +20,7 @@ from kgmeta.learners.protonet import ProtoNet
 from kgmeta.learners.reptile import Reptile
 
 __all__ = ["LEARNERS", "FineTune", "Learner", "MAML", "ProtoNet", "Reptile", "build_learner",
-           "pretrain_classifier"]
+           "learner_options", "pretrain_classifier"]
 
 LEARNERS: dict[str, Callable[..., Learner]] = {
     "protonet": ProtoNet,
@@ -30,6 +30,23 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
     "reptile": Reptile,
     "finetune": FineTune,
 }
+
+
+def learner_options(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword arguments that learner ``name``'s constructor takes, in signature order: every
+    parameter after the backbone, less those its :data:`LEARNERS` entry fixes (FOMAML's
+    ``first_order``, ANIL's ``anil``). Each :class:`inspect.Parameter` carries its default.
+
+    Raises:
+        ValueError: ``name`` is not in :data:`LEARNERS`.
+    """
+    if name not in LEARNERS:
+        raise ValueError(f"learner {name!r} is not known; choose one of {sorted(LEARNERS)}")
+    builder = LEARNERS[name]
+    fixed = getattr(builder, "keywords", {})
+    params = list(inspect.signature(builder).parameters.values())[1:]  # [0] is the backbone
+    return {p.name: p for p in params if p.name not in fixed
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def build_learner(name: str, backbone: nn.Module, **kw) -> Learner:

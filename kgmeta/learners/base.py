@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
-from kgmeta.errors import ConfigError
 
 if TYPE_CHECKING:  # runtime import not needed: learners only read Episode attributes
     from kgmeta.conditioning import Priors
@@ -41,8 +40,8 @@ def learned_head(backbone: nn.Module, n_way: int | None, who: str) -> tuple[nn.P
         return None, None
     out_dim = getattr(backbone, "out_dim", None)
     if out_dim is None:
-        raise ConfigError(f"{who} with n_way needs a backbone with .out_dim; use kgmeta.backbones "
-                          f"or pass n_way=None")
+        raise TypeError(f"{who} with n_way needs a backbone with .out_dim; use kgmeta.backbones "
+                        f"or pass n_way=None")
     return nn.Parameter(torch.zeros(n_way, out_dim)), nn.Parameter(torch.zeros(n_way))
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgmeta.conditioning import posterior_prototypes
-from kgmeta.errors import ConfigError, DataError, TrainingError
+from kgmeta.errors import DataError, TrainingError
 from kgmeta.learners.base import Learner
 from kgmeta.learners.maml import initial_head
 
@@ -57,9 +57,9 @@ class FineTune(Learner):
                  cosine_scale: float = 10.0, weight_decay: float = 0.0, prior_scale: float = 1.0) -> None:
         super().__init__()
         if head not in HEADS:
-            raise ConfigError(f"head={head!r} is not valid; choose one of {list(HEADS)}")
+            raise ValueError(f"head={head!r} is not valid; choose one of {list(HEADS)}")
         if steps < 0 or lr <= 0:
-            raise ConfigError(f"steps={steps} must be >= 0 and lr={lr} > 0")
+            raise ValueError(f"steps={steps} must be >= 0 and lr={lr} > 0")
         self.backbone = backbone
         self.steps = steps
         self.lr = lr
@@ -134,8 +134,8 @@ def pretrain_classifier(backbone: nn.Module, dataset: "ImageClassDataset", class
     """
     classes = [int(c) for c in class_indices]
     if not classes or steps < 1 or batch_size < 1:
-        raise ConfigError(f"pretrain_classifier needs classes, steps >= 1 and batch_size >= 1; got "
-                          f"{len(classes)} classes, steps={steps}, batch_size={batch_size}")
+        raise ValueError(f"pretrain_classifier needs classes, steps >= 1 and batch_size >= 1; got "
+                         f"{len(classes)} classes, steps={steps}, batch_size={batch_size}")
     counts = [int(dataset.count(c)) for c in classes]
     empty = [c for c, n in zip(classes, counts) if n < 1]
     if empty:
@@ -143,8 +143,8 @@ def pretrain_classifier(backbone: nn.Module, dataset: "ImageClassDataset", class
                         f"leave them out of class_indices")
     out_dim = getattr(backbone, "out_dim", None)
     if out_dim is None:
-        raise ConfigError("pretrain_classifier needs a backbone with .out_dim; build it with "
-                          "kgmeta.backbones.build_backbone")
+        raise TypeError("pretrain_classifier needs a backbone with .out_dim; build it with "
+                        "kgmeta.backbones.build_backbone")
     device = torch.device(device)
     backbone.to(device).train()
     head = nn.Linear(out_dim, len(classes)).to(device)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from kgmeta.conditioning import check_priors, head_init_from_priors
-from kgmeta.errors import ConfigError, DataError
+from kgmeta.errors import DataError
 from kgmeta.learners.base import Learner, check_no_feats, learned_head
 
 if TYPE_CHECKING:
@@ -98,9 +98,9 @@ class MAML(Learner):
                  eval_inner_steps: int | None = None) -> None:
         super().__init__()
         if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0):
-            raise ConfigError(f"inner_steps={inner_steps}, eval_inner_steps={eval_inner_steps} must be >= 0")
+            raise ValueError(f"inner_steps={inner_steps}, eval_inner_steps={eval_inner_steps} must be >= 0")
         if inner_lr <= 0 or proximal < 0:
-            raise ConfigError(f"inner_lr={inner_lr} must be > 0 and proximal={proximal} >= 0")
+            raise ValueError(f"inner_lr={inner_lr} must be > 0 and proximal={proximal} >= 0")
         self.backbone = backbone
         if not (first_order or anil) and getattr(backbone, "channels_last", False):
             # the second-order meta-gradient runs BatchNorm's double backward, whose reductions are
@@ -134,7 +134,7 @@ class MAML(Learner):
         learned = None if self.head_weight is None else (self.head_weight, self.head_bias)
         if support_images.shape[0] == 0:
             if like is None:
-                raise DataError("MAML.adapt got an empty support set and no features to size the head")
+                raise ValueError("MAML.adapt got an empty support set and no features to size the head; pass like=")
             weight, bias = initial_head(n_way, like, priors, self.prior_scale, learned)
             return fast, weight, bias
         with torch.enable_grad():
@@ -212,7 +212,7 @@ def vmap_fallback_reason(maml: MAML, episodes: "Sequence[Episode]",
         return "zero-shot episodes (empty support set)"
     if priors is not None:
         if len(priors) != len(episodes):
-            raise DataError(f"got {len(priors)} priors for {len(episodes)} episodes; give one per episode")
+            raise ValueError(f"got {len(priors)} priors for {len(episodes)} episodes; give one per episode")
         if any(p is None for p in priors):
             return "priors given for some episodes only"
     return None
@@ -296,11 +296,11 @@ def maml_vmap_losses(maml: MAML, episodes: "Sequence[Episode]", priors: "Sequenc
     graph of the meta-batch is still kept for the backward pass.
     """
     if chunk is not None and chunk < 1:
-        raise ConfigError(f"chunk={chunk} must be a positive number of tasks or None")
+        raise ValueError(f"chunk={chunk} must be a positive number of tasks or None")
     if not episodes:
-        raise DataError("maml_vmap_loss got no episodes")
+        raise ValueError("maml_vmap_loss got no episodes")
     if priors is not None and len(priors) != len(episodes):
-        raise DataError(f"got {len(priors)} priors for {len(episodes)} episodes; give one per episode")
+        raise ValueError(f"got {len(priors)} priors for {len(episodes)} episodes; give one per episode")
     prior_of = (lambda i: None) if priors is None else (lambda i: priors[i])
     running = vmap_fallback_reason(maml, episodes[:1])
     groups: dict[tuple, list[int]] = {}

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from kgmeta.errors import ConfigError
 from kgmeta.learners.base import Learner, check_no_feats, learned_head
 from kgmeta.learners.maml import initial_head
 
@@ -81,11 +80,11 @@ class Reptile(Learner):
                  eval_inner_steps: int | None = None) -> None:
         super().__init__()
         if inner_optimizer not in INNER_OPTIMIZERS:
-            raise ConfigError(f"inner_optimizer={inner_optimizer!r} is not valid; choose one of "
-                              f"{list(INNER_OPTIMIZERS)}")
+            raise ValueError(f"inner_optimizer={inner_optimizer!r} is not valid; choose one of "
+                             f"{list(INNER_OPTIMIZERS)}")
         if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0) or inner_lr <= 0:
-            raise ConfigError(f"inner_steps={inner_steps} and eval_inner_steps={eval_inner_steps} must be "
-                              f">= 0 and inner_lr={inner_lr} > 0")
+            raise ValueError(f"inner_steps={inner_steps} and eval_inner_steps={eval_inner_steps} must be "
+                             f">= 0 and inner_lr={inner_lr} > 0")
         self.backbone = backbone
         self.inner_steps = inner_steps
         self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
