@@ -77,7 +77,7 @@ from kgmeta.learners import learner_options  # noqa: E402
 from kgmeta.train import build, eval_specs, evaluate_specs, feature_cache, fit, load_run  # noqa: E402
 
 CHANCE_WAY = 5
-ATTRIBUTE_WEIGHT = 1.0    # train.attribute_weight of the *_attr rows (chosen on meta-val, see README)
+ATTRIBUTE_WEIGHT = 1.0    # train.attribute_weight of the *_attr rows (chosen on meta-val, see docs/measurements.md)
 TRUST_HOPS = 2.0          # model.prior_trust_hops of the *_trust rows
 SWITCHES = {  # mechanism -> config overrides (issue 15); "off" is the row without the suffix
     "attr": {"train.attribute_weight": ATTRIBUTE_WEIGHT},

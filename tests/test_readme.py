@@ -46,3 +46,65 @@ def test_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     out = capsys.readouterr().out
     assert "https://w3id.org/kgmeta/onto/PleuralEffusion" in out
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+MEASUREMENTS = ROOT / "docs" / "measurements.md"
+FIGURE_BLOCK = re.compile(r"<!-- figure:([\w-]+) -->.*?<!-- /figure:\1 -->", re.S)
+FENCE = re.compile(r"^```.*?^```[ \t]*$", re.S | re.M)
+PLUS_MINUS = re.compile(r"\d+(\.\d+)? \+- \d")                 # "90.1 +- 1.3": a measured mean and CI
+TABLE_FIGURE = re.compile(r"\d+\.\d+ ?%|\d \+- |\d\.\d+x\b")  # "48.0 %", "52.4 +- ", "1.31x" in a row
+
+
+def _outside_generated(text: str) -> str:
+    """README text a person types: not a figure block, not the config reference."""
+    # the Quick start figures become figure blocks (readme_figures.py)
+    text = text.split("\n## Python API", 1)[1]
+    text = FIGURE_BLOCK.sub("", text)
+    start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+    head, rest = text.split(start, 1)
+    return head + rest.split(end, 1)[1]
+
+
+def test_no_hand_typed_figures() -> None:
+    """Measured figures come from benchmarks/readme_figures.py (figure blocks) or docs/measurements.md."""
+    text = _outside_generated(README)
+    # Fenced blocks are commands; they are left out of the table check only: a command never holds
+    # "N +- N", so an output block typed by hand is still caught by the first check.
+    found = [m.group(0) for m in PLUS_MINUS.finditer(text)]
+    rows = [line for line in FENCE.sub("", text).splitlines()
+            if line.lstrip().startswith("|") and TABLE_FIGURE.search(line)]
+    assert not found and not rows, (
+        "README states measured figures outside a <!-- figure:NAME --> block: write them with "
+        "benchmarks/readme_figures.py or move them to docs/measurements.md with their command: "
+        f"{found[:5]} {rows[:3]}")
+
+
+def test_no_hand_typed_figures_catches_them() -> None:
+    """The check above is not vacuous: a typed table row or CI is found, a figure block is not."""
+    typed = "\n## Python API\n| x | 90.1 +- 1.3 |\n| y | 48.0 % |\n<!-- config-reference:start --><!-- config-reference:end -->"
+    text = _outside_generated(typed)
+    assert PLUS_MINUS.search(text)
+    assert TABLE_FIGURE.search(text.splitlines()[-2])
+    block = "\n## Python API\n<!-- figure:run -->\n| x | 90.1 +- 1.3 |\n<!-- /figure:run -->\n" \
+            "<!-- config-reference:start --><!-- config-reference:end -->"
+    assert not PLUS_MINUS.search(_outside_generated(block))
+
+
+def _github_anchor(heading: str) -> str:
+    """GitHub's heading anchor: lowercase, punctuation other than '-' and '_' dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_measurement_links_resolve() -> None:
+    """Every docs/measurements.md#anchor link in README.md names a heading of docs/measurements.md."""
+    doc = FENCE.sub("", MEASUREMENTS.read_text(encoding="utf-8"))
+    anchors = {_github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", doc, re.M)}
+    links = re.findall(r"\(docs/measurements\.md#([^)\s]+)\)", README)
+    assert links, "README has no link into docs/measurements.md"
+    missing = sorted(set(links) - anchors)
+    assert not missing, f"README links to docs/measurements.md anchors that no heading makes: {missing}"
+    own = set(re.findall(r"\]\(#([^)\s]+)\)", doc))  # its table of contents
+    assert not own - anchors, f"docs/measurements.md links to missing anchors: {sorted(own - anchors)}"
+    assert _github_anchor("Confused pairs: data limit or metric limit?") == \
+        "confused-pairs-data-limit-or-metric-limit"
+    assert _github_anchor("Text features before graph.pt") == "text-features-before-graphpt"
