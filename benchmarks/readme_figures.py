@@ -62,34 +62,49 @@ def _last_json(stdout: str) -> dict:
 # ------------------------------------------------------------------------------------ default-run
 
 
-def run_default_run() -> dict:
-    """``kgmeta train`` with no arguments in an empty folder: its log lines and closing lines."""
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")  # train.log's time stamps
+
+
+def _train(*overrides: str) -> dict:
+    """``kgmeta train [--set ...]`` in an empty folder: its log lines, closing lines and figures."""
+    args = [a for o in overrides for a in ("--set", o)]
     with tempfile.TemporaryDirectory(prefix="kgmeta-readme-") as tmp:
         started = time.time()
-        proc = subprocess.run([sys.executable, "-m", "kgmeta", "train"], cwd=tmp, capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "kgmeta", "train", *args], cwd=tmp, capture_output=True,
                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         wall = time.time() - started
         if proc.returncode != 0:
             raise SystemExit(f"kgmeta train failed:\n{proc.stderr[-3000:]}")
         run = next((Path(tmp) / "runs").iterdir())
-        log = [line[20:] for line in (run / "train.log").read_text().splitlines()]  # drop the time stamp
+        log = [_STAMP.sub("", line) for line in (run / "train.log").read_text().splitlines()]
         summary = json.loads((run / "summary.json").read_text())
     test = summary["test"]
     accuracy = {f"{arm}/{shot}": entry["accuracy"] for arm in ("with_prior", "without_prior")
                 for shot, entry in (test[arm] or {}).items() if entry}
-    return {"command": "kgmeta train", "wall_s": round(wall, 1), "train_s": summary["train_s"],
-            "log": log, "stdout": proc.stdout.splitlines(), "accuracy": accuracy,
+    return {"command": " ".join(["kgmeta", "train", *args]), "wall_s": round(wall, 1),
+            "train_s": summary["train_s"], "log": log, "stdout": proc.stdout.splitlines(), "accuracy": accuracy,
             "prior_effect": test.get("prior_effect"), "best_step": summary["best_step"]}
+
+
+def run_default_run() -> dict:
+    """The README's main command, then the same pinned to one thread (the cost of determinism)."""
+    doc = _train()
+    doc["one_thread"] = _train("train.threads=1")
+    return doc
 
 
 def render_default_run(doc: dict) -> str:
     m = doc["machine"]
-    lines = [line for line in doc["log"] if not line.startswith("  ")] + doc["stdout"]
-    body = "\n".join(lines)
+    body = "\n".join(doc["log"] + doc["stdout"])
+    one = doc["one_thread"]
+    zero = one["accuracy"].get("with_prior/0shot")
     return (f"What `kgmeta train` printed here (seed 0, {m['torch_threads']} threads on {m['cores']} "
             f"cores, {doc['wall_s']:.0f} s of wall time, code {m['commit']}, {m['date']}; progress bars "
             f"left out; `python benchmarks/readme_figures.py --run default-run` writes this block):\n\n"
-            f"```\n{body}\n```")
+            f"```\n{body}\n```\n\n"
+            f"The same command pinned to one thread (`{one['command']}`) took {one['wall_s']:.0f} s "
+            f"({one['wall_s'] / doc['wall_s']:.2f}x)"
+            + (f" and printed {100 * zero[0]:.1f} at zero shots" if zero else "") + ".")
 
 
 # ---------------------------------------------------------------------------------- default-seeds
@@ -149,7 +164,7 @@ def render_default_seeds(doc: dict) -> str:
             f"(`python benchmarks/readme_figures.py --run default-seeds`, i.e. `benchmarks/seeds.py "
             f"--decompose`; code {m['commit']}, {m['date']}, {m['cores']} cores, {doc['wall_s'] / 60:.0f} "
             f"min.)\n\n" + "\n".join(rows) + "\n\n"
-            f"Within one run the 95% CI half-width is at most "
+            "Within one run the 95% CI half-width is at most "
             + ", ".join(f"{ci[metric]:.1f} ({label})" for metric, label in SHOTS)
             + f". The same seed on 1 and 2 threads moved zero-shot by "
             f"{min(moved):.1f}-{max(moved):.1f} points; meta-val picked a checkpoint before the last in "

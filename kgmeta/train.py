@@ -487,7 +487,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": t.steps, "best_val_accuracy": best_val,
                                "best_step": best_step, "train_s": round(time.time() - started, 1),
                                "learner": cfg.model.learner, "conditioning": cfg.model.conditioning,
-                               "processes": ctx.world}
+                               "processes": ctx.world, "threads": torch.get_num_threads()}
     if not ctx.is_main:
         return summary
     if cfg.train.init_from is not None:
