@@ -209,6 +209,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from kgmeta.selfsup import pretrain_from_config
 
     _check_device(args.device)
+    for key, flag in (("steps", "--steps"), ("image_size", "--image-size"), ("batch_size", "--batch-size"),
+                      ("workers", "--workers")):  # pretrain() refuses them as API misuse (ValueError)
+        if getattr(args, key) is not None:
+            check_flag(f"pretrain.{key}", getattr(args, key), flag)
     cfg = _load_cfg(args)
     summary = pretrain_from_config(
         cfg, out=args.out, images=args.images, resume=args.resume, quiet=args.quiet,
