@@ -366,6 +366,8 @@ def _evaluate_protocol(args: argparse.Namespace) -> int:
                          f"its data from --config: drop --data")
     if not args.out:
         raise KGMetaError(f"--protocol {args.protocol} needs --out DIR for the per-fold run folders")
+    if args.protocol == "cv" and args.group_depth < 1:  # class_groups refuses it as API misuse (ValueError)
+        raise KGMetaError(f"--group-depth {args.group_depth}: give a subtree depth of at least 1 below the root")
     cfg = _load_cfg(args)
     if args.protocol == "cv":
         if args.folds < 2:
