@@ -209,6 +209,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from kgmeta.selfsup import pretrain_from_config
 
     _check_device(args.device)
+    for key, flag in (("steps", "--steps"), ("image_size", "--image-size"), ("batch_size", "--batch-size"),
+                      ("workers", "--workers")):  # pretrain() refuses them as API misuse (ValueError)
+        if getattr(args, key) is not None:
+            check_flag(f"pretrain.{key}", getattr(args, key), flag)
     cfg = _load_cfg(args)
     summary = pretrain_from_config(
         cfg, out=args.out, images=args.images, resume=args.resume, quiet=args.quiet,
@@ -362,6 +366,8 @@ def _evaluate_protocol(args: argparse.Namespace) -> int:
                          f"its data from --config: drop --data")
     if not args.out:
         raise KGMetaError(f"--protocol {args.protocol} needs --out DIR for the per-fold run folders")
+    if args.protocol == "cv" and args.group_depth < 1:  # class_groups refuses it as API misuse (ValueError)
+        raise KGMetaError(f"--group-depth {args.group_depth}: give a subtree depth of at least 1 below the root")
     cfg = _load_cfg(args)
     if args.protocol == "cv":
         if args.folds < 2:

@@ -65,8 +65,8 @@ class ImageClassDataset(abc.ABC):
         try:
             return self.class_names.index(name)
         except ValueError:
-            raise DataError(f"dataset {self.name!r} has no class {name!r}; "
-                            f"classes: {', '.join(self.class_names)}") from None
+            raise ValueError(f"dataset {self.name!r} has no class {name!r}; "
+                             f"classes: {', '.join(self.class_names)}") from None
 
     def __repr__(self) -> str:
         n = sum(self.count(c) for c in range(len(self.class_names)))
@@ -147,7 +147,7 @@ def load_image_file(path: str | os.PathLike, size: int, channels: int = 3, *,
     decompression bomb or an unexpectedly huge file). Raises DataError naming the file.
     """
     if channels not in (1, 3):
-        raise DataError(f"channels must be 1 or 3, got {channels!r}")
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     p = Path(path)
     try:
         if p.stat().st_size == 0:
@@ -245,8 +245,8 @@ def _resolve_iris(names: list[str], folders: list[str], class_iris: Any) -> list
         return [class_iris.get(n, class_iris.get(f)) for n, f in zip(names, folders)]
     iris = list(class_iris)
     if len(iris) != len(names):
-        raise DataError(f"class_iris has {len(iris)} entries but the dataset has {len(names)} "
-                        f"classes ({', '.join(names)}); pass one per class or a name->IRI mapping")
+        raise ValueError(f"class_iris has {len(iris)} entries but the dataset has {len(names)} "
+                         f"classes ({', '.join(names)}); pass one per class or a name->IRI mapping")
     return iris
 
 
@@ -280,12 +280,14 @@ class ImageFolderDataset(ImageClassDataset):
                  skip_bad: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  preload: bool | None = None, name: str | None = None) -> None:
         if channels not in (1, 3):
-            raise DataError(f"channels must be 1 or 3, got {channels!r}")
-        if not isinstance(size, int) or size < 1:
-            raise DataError(f"size must be a positive int, got {size!r}")
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        if not isinstance(size, int):
+            raise TypeError(f"size must be a positive int, got {size!r}")
+        if size < 1:
+            raise ValueError(f"size must be a positive int, got {size!r}")
         root_list = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
         if not root_list:
-            raise DataError("ImageFolderDataset needs at least one root folder")
+            raise ValueError("ImageFolderDataset needs at least one root folder")
         exts = {"." + e.lower().lstrip(".") for e in extensions}
         self.roots = [Path(r) for r in root_list]
         self.size, self.channels = size, channels
@@ -446,7 +448,7 @@ class DicomFolderDataset(ImageFolderDataset):
                  **kw: Any) -> None:
         self._pydicom = _import_pydicom()
         if window not in ("auto", "minmax"):
-            raise DataError(f"window must be 'auto' or 'minmax', got {window!r}")
+            raise ValueError(f"window must be 'auto' or 'minmax', got {window!r}")
         self.window = window
         super().__init__(roots, extensions=extensions, **kw)
 
@@ -568,11 +570,11 @@ class NpzDataset(ImageClassDataset):
                  memory_cap_mb: int | None = 2048) -> None:
         p = Path(path)
         if split not in (*_NPZ_SPLITS, "all"):
-            raise DataError(f"{p}: split must be one of train, val, test, all; got {split!r}")
+            raise ValueError(f"{p}: split must be one of train, val, test, all; got {split!r}")
         if multilabel not in ("refuse", "single", "first"):
-            raise DataError(f"multilabel must be 'refuse', 'single' or 'first', got {multilabel!r}")
+            raise ValueError(f"multilabel must be 'refuse', 'single' or 'first', got {multilabel!r}")
         if channels not in (None, 1, 3):
-            raise DataError(f"channels must be 1 or 3, got {channels!r}")
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         npz = _open_npz(p)
         with npz:
             keys = set(npz.files)
@@ -715,10 +717,10 @@ class SubsetClasses(ImageClassDataset):
         idx = [int(c) for c in class_indices]
         bad = [c for c in idx if not 0 <= c < len(dataset.class_names)]
         if bad:
-            raise DataError(f"class indices {bad} out of range for dataset {dataset.name!r} with "
-                            f"{len(dataset.class_names)} classes")
+            raise ValueError(f"class indices {bad} out of range for dataset {dataset.name!r} with "
+                             f"{len(dataset.class_names)} classes")
         if len(set(idx)) != len(idx):
-            raise DataError(f"class indices {idx} repeat a class")
+            raise ValueError(f"class indices {idx} repeat a class")
         self.base, self.class_indices = dataset, idx
         self.name = dataset.name
         self.class_names = [dataset.class_names[c] for c in idx]
@@ -745,11 +747,11 @@ class ConcatClasses(ImageClassDataset):
 
     def __init__(self, datasets: Sequence[ImageClassDataset], *, name: str | None = None) -> None:
         if not datasets:
-            raise DataError("ConcatClasses needs at least one dataset")
+            raise ValueError("ConcatClasses needs at least one dataset")
         geo = {(d.channels, d.size) for d in datasets}
         if len(geo) > 1:
-            raise DataError(f"cannot concatenate datasets with different (channels, size) "
-                            f"{sorted(geo)}; load them with the same channels= and size=")
+            raise ValueError(f"cannot concatenate datasets with different (channels, size) "
+                             f"{sorted(geo)}; load them with the same channels= and size=")
         self.datasets = list(datasets)
         self.name = name or "+".join(d.name for d in datasets)
         self.channels, self.size = datasets[0].channels, datasets[0].size
@@ -761,8 +763,8 @@ class ConcatClasses(ImageClassDataset):
                 self.class_iris.append(d.class_iris[c])
                 self._where.append((di, c))
         if len(set(self.class_names)) != len(self.class_names):
-            raise DataError(f"class names repeat after prefixing by dataset name "
-                            f"({self.class_names}); give the datasets distinct names")
+            raise ValueError(f"class names repeat after prefixing by dataset name "
+                             f"({self.class_names}); give the datasets distinct names")
 
     def count(self, c: int) -> int:
         di, k = self._where[c]

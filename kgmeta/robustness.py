@@ -49,14 +49,14 @@ SEVERITIES = {
 
 def _severity(name: str, severity: int):
     if not (isinstance(severity, (int, np.integer)) and 1 <= int(severity) <= 5):
-        raise ConfigError(f"{name}: severity={severity!r} must be an int in 1..5")
+        raise ValueError(f"{name}: severity={severity!r} must be an int in 1..5")
     return SEVERITIES[name][int(severity) - 1]
 
 
 def _check_images(images: Tensor) -> None:
     if images.dim() != 4 or not images.is_floating_point():
-        raise DataError(f"corruptions take float images [B, C, H, W] in [0, 1], got "
-                        f"{images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"corruptions take float images [B, C, H, W] in [0, 1], got "
+                         f"{images.dtype} {tuple(images.shape)}")
 
 
 def gaussian_noise(images: Tensor, severity: int = 1, generator: torch.Generator | None = None) -> Tensor:
@@ -205,13 +205,13 @@ def evaluate_robustness(exp: "Experiment", *, split: str = "test", shots: int = 
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     unknown = [c for c in names if c not in CORRUPTIONS]
     if unknown:
-        raise ConfigError(f"corruptions {unknown} unknown; choose from {list(CORRUPTIONS)}")
+        raise ValueError(f"corruptions {unknown} unknown; choose from {list(CORRUPTIONS)}")
     if corrupt not in ("query", "both"):
-        raise ConfigError(f"corrupt={corrupt!r}; choose 'query' or 'both'")
+        raise ValueError(f"corrupt={corrupt!r}; choose 'query' or 'both'")
     for s in severities:
         _severity(names[0] if names else "contrast", s)
     if episodes < 1:
-        raise ConfigError(f"episodes={episodes} must be >= 1")
+        raise ValueError(f"episodes={episodes} must be >= 1")
     seed = eval_seed(exp.cfg) if seed is None else int(seed)
     specs = eval_specs(exp, split, shots, episodes, seed)
     model, device = exp.model, exp.device
@@ -347,7 +347,7 @@ def class_groups(ontology, iris: Sequence[str | None], depth: int = 1) -> list[s
     its primary lineage (first parent by IRI at every level); ``depth=1``: the top ontology branch.
     A class no deeper than ``depth`` is its own group; a class without an IRI is its own group."""
     if depth < 1:
-        raise ConfigError(f"group depth={depth} must be >= 1")
+        raise ValueError(f"group depth={depth} must be >= 1")
     out = []
     for i, iri in enumerate(iris):
         if iri is None:
@@ -541,4 +541,4 @@ def format_robustness(result: Mapping[str, Any]) -> str:
             lines.append(f"{label:28}" + "".join(f"{c:>16}" for c in cells))
         lines.append(f"{'overall':28}" + "".join(f"{_cell(result['overall'][key][s]):>16}" for key, s in keys))
         return "\n".join(lines)
-    raise ConfigError(f"format_robustness: unknown result protocol {proto!r}")
+    raise ValueError(f"format_robustness: unknown result protocol {proto!r}")

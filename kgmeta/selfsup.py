@@ -71,7 +71,7 @@ class UnlabeledImages(torch.utils.data.Dataset):
         from kgmeta.datasets import _check_header, DEFAULT_MAX_PIXELS, image_files
 
         if not folders:
-            raise DataError("pretrain needs at least one folder of images; pass --images DIR")
+            raise ValueError("UnlabeledImages needs at least one folder of images; got folders=[]")
         files: list[Path] = []
         for folder in folders:
             if not Path(folder).is_dir():
@@ -120,7 +120,7 @@ def medical_transform(method: str, size: int, channels: int, min_scale: float = 
         return T.DINOTransform(global_crop_size=size, global_crop_scale=(min_scale, 1.0), local_crop_size=size,
                                local_crop_scale=(0.2, 0.4), n_local_views=2, gaussian_blur=(0.2, 0.2, 0.2),
                                solarization_prob=0.0, **common)
-    raise ConfigError(f"pretrain method={method!r} is not valid; choose one of {list(METHODS)}")
+    raise ValueError(f"pretrain method={method!r} is not valid; choose one of {list(METHODS)}")
 
 
 class _SSL(nn.Module):
@@ -225,14 +225,17 @@ def pretrain(images: Sequence[str | os.PathLike], out: str | os.PathLike, *, bac
     from kgmeta.pretrained import AdaptedBackbone, build_model_backbone, external_state_target
     from kgmeta.experiment import resolve_device
 
+    # API misuse; the config (pretrain.*, data.channels) and kgmeta pretrain's flags check these first
     if method not in METHODS:
-        raise ConfigError(f"pretrain method={method!r} is not valid; choose one of {list(METHODS)}")
+        raise ValueError(f"pretrain method={method!r} is not valid; choose one of {list(METHODS)}")
     if channels not in (1, 3):
-        raise ConfigError(f"pretrain channels={channels} must be 1 or 3")
+        raise ValueError(f"pretrain channels={channels} must be 1 or 3")
     for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 2), ("image_size", image_size, 8),
                              ("workers", workers, 0), ("checkpoint_every", checkpoint_every, 1)):
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f"pretrain {name}={value!r} must be an integer >= {low}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"pretrain {name}={value!r} must be an integer >= {low}")
+        if value < low:
+            raise ValueError(f"pretrain {name}={value!r} must be an integer >= {low}")
     out = Path(out)
     work = out.with_suffix(".pretrain")
     ckpt_path = work / "checkpoint.pt"

@@ -737,8 +737,8 @@ def _lesion_profile(shape: str, u, v, r, rng, n, sharp: float):
 
 def _check_setting(setting: str) -> str:
     if setting not in SETTINGS:
-        raise DataError(f"synthetic setting {setting!r} is not valid; use one of "
-                        f"{', '.join(SETTINGS)} (data.synthetic_setting)")
+        raise ValueError(f"synthetic setting {setting!r} is not valid; use one of "
+                         f"{', '.join(SETTINGS)} (data.synthetic_setting)")
     return setting
 
 
@@ -854,7 +854,7 @@ def _colour_lut(spec: RenderSpec, channels: int) -> np.ndarray:
     if channels == 1:
         lum = rgb @ np.array([0.299, 0.587, 0.114])
         return np.clip(np.rint(lum), 0, 255).astype(np.uint8)[:, None]
-    raise DataError(f"channels={channels} is not supported by the synthetic renderer; use 1 or 3")
+    raise ValueError(f"channels={channels} is not supported by the synthetic renderer; use 1 or 3")
 
 
 def _apply_lut(grey: np.ndarray, lut: np.ndarray) -> np.ndarray:
@@ -884,9 +884,9 @@ def render_spec(spec: RenderSpec, n: int, seed: int = 0, size: int = 64,
         raise TypeError(f"render_spec expects a RenderSpec, got {type(spec).__name__}")
     n, size = int(n), int(size)
     if n < 0:
-        raise DataError(f"render: n={n} images is negative; ask for 0 or more")
+        raise ValueError(f"render: n={n} images is negative; ask for 0 or more")
     if size < 8:
-        raise DataError(f"render: size={size} px is too small; use size >= 8")
+        raise ValueError(f"render: size={size} px is too small; use size >= 8")
     _check_setting(setting)
     chunks = [_render_chunk(spec, seed, c, size, setting) for c in range((n + CHUNK - 1) // CHUNK)]
     grey = np.concatenate(chunks)[:n] if chunks else np.zeros((0, size, size), np.uint8)
@@ -983,11 +983,11 @@ class SyntheticDataset(ImageClassDataset):
                  size: int = 64, channels: int = 3, cache_mb: float = 512.0,
                  setting: str = "easy") -> None:
         if images_per_class < 1:
-            raise DataError(f"images_per_class={images_per_class} must be >= 1")
+            raise ValueError(f"images_per_class={images_per_class} must be >= 1")
         if channels not in (1, 3):
-            raise DataError(f"channels={channels} must be 1 or 3")
+            raise ValueError(f"channels={channels} must be 1 or 3")
         if size < 8:
-            raise DataError(f"size={size} must be >= 8 pixels")
+            raise ValueError(f"size={size} must be >= 8 pixels")
         _check_render_memory(size)
         self.setting = _check_setting(setting)
         self.class_iris: list[str | None] = list(iris)
@@ -1021,11 +1021,11 @@ class SyntheticDataset(ImageClassDataset):
 
     def load(self, c: int, idx: Sequence[int]) -> torch.Tensor:
         if not 0 <= c < len(self.specs):
-            raise DataError(f"class index {c} out of range 0..{len(self.specs) - 1}")
+            raise IndexError(f"class index {c} out of range 0..{len(self.specs) - 1}")
         idx = np.asarray(list(idx), dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.images_per_class):
-            raise DataError(f"image index out of range 0..{self.images_per_class - 1} for class "
-                            f"{self.class_names[c]!r}")
+            raise IndexError(f"image index out of range 0..{self.images_per_class - 1} for class "
+                             f"{self.class_names[c]!r}")
         grey = np.empty((idx.size, self.size, self.size), np.uint8)
         for k in np.unique(idx // CHUNK):
             sel = np.nonzero(idx // CHUNK == k)[0]
@@ -1063,10 +1063,10 @@ def write_folders(ontology, out_dir, n_per_class: int = 600, seed: int = 0, size
     splits = benchmark_classes(ontology)
     if split is not None:
         if split not in splits:
-            raise DataError(f"split={split!r} is not one of train, val, test")
+            raise ValueError(f"split={split!r} is not one of train, val, test")
         splits = {split: splits[split]}
     if n_per_class < 1:
-        raise DataError(f"n_per_class={n_per_class} must be >= 1")
+        raise ValueError(f"n_per_class={n_per_class} must be >= 1")
     if not any(splits.values()):
         raise DataError(f"{', '.join(ontology.sources) or 'the ontology'}: no class is flagged "
                         f"kgm:inBenchmark{f' {split}' if split else ''}, so there is nothing to "

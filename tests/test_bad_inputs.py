@@ -506,6 +506,21 @@ def test_zero_or_negative_sizes_are_one_line(tmp_path, capsys, key, value):
     one_line_error(rc, err, f"--set {key}={value}: {key}", "out of range")
 
 
+@pytest.mark.parametrize("key,value,fragment", [
+    ("data.channels", "2", "must be one of 1, 3"), ("data.image_size", "4", "out of range"),
+    ("data.roots", "[]", "is empty"),
+])
+def test_dataset_arguments_from_the_config_are_one_line(tmp_path, capsys, key, value, fragment):
+    """The datasets refuse a bad channels=/size=/roots= with a ValueError (API misuse); from a
+    config or --set the same value is the config's one-line error naming the key."""
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "x.png")
+    rc, _, err = cli(capsys, "train", "--out", tmp_path / "run", "--set", "data.kind=folders",
+                     "--set", f"data.roots=[{tmp_path / 'imgs'}]", "--set", f"{key}={value}")
+    one_line_error(rc, err, key, fragment)
+
+
 @pytest.mark.parametrize("body,fragments", [
     ("episodes:\n  nway: 3\n", ["unknown key 'episodes.nway'; did you mean 'episodes.n_way'?"]),
     ("episodes:\n  n_way: three\n", ["episodes.n_way = 'three' has the wrong type", "an int"]),

@@ -188,7 +188,7 @@ def test_folder_errors(tmp_path):
         ImageFolderDataset(root)
     with pytest.raises(DataError, match="not a folder"):
         ImageFolderDataset(tmp_path / "missing")
-    with pytest.raises(DataError, match="class_iris has 1 entries"):
+    with pytest.raises(ValueError, match="class_iris has 1 entries"):
         ImageFolderDataset(make_folder(tmp_path / "r2", {"a": 1, "b": 1}), class_iris=["x"])
 
 
@@ -226,6 +226,8 @@ def test_dicom_with_fake_pydicom(tmp_path, monkeypatch):
     assert ct.flatten()[0] == 0 and ct.flatten()[-1] == 255  # clipped by the window [-500, 500]
     assert ct.flatten()[10] == round((0 + 500) / 1000 * 255)  # HU 0 -> window centre
     assert xr.flatten()[0] == 255 and xr.flatten()[-1] == 0  # MONOCHROME1 inverted
+    with pytest.raises(ValueError, match="window must be 'auto' or 'minmax'"):  # API misuse
+        DicomFolderDataset(tmp_path, window="lung")
 
 
 # --------------------------------------------------------------------------- npz
@@ -277,7 +279,7 @@ def test_npz_errors(tmp_path):
     single = NpzDataset(q, multilabel="single")
     assert sum(single.counts()) == 9
     assert sum(NpzDataset(q, multilabel="first").counts()) == 10
-    with pytest.raises(DataError, match="split must be"):
+    with pytest.raises(ValueError, match="split must be"):
         NpzDataset(p, split="dev")
 
 
@@ -304,10 +306,34 @@ def test_subset_and_concat():
     cat = ConcatClasses([d1, d2])
     assert cat.class_names == ["d1/c0", "c1", "c2", "d2/c0"] and cat.count(3) == 4
     assert cat.load(3, [0])[0, 0, 0, 0] == 9
-    with pytest.raises(DataError, match="out of range"):
+    with pytest.raises(ValueError, match="out of range"):
         subset(d1, [5])
-    with pytest.raises(DataError, match="channels, size"):
+    with pytest.raises(ValueError, match="channels, size"):
         ConcatClasses([d1, Mem([torch.zeros(1, 1, 16, 16, dtype=torch.uint8)], channels=1)])
+
+
+def test_api_misuse_is_value_or_type_error(tmp_path):
+    """Wrong Python arguments are the calling code's mistake (ValueError/TypeError with a
+    traceback), not a user's DataError; the config refuses the same values as data.* keys."""
+    root = make_folder(tmp_path / "r", {"a": 1, "b": 1})
+    d1 = Mem([torch.zeros(1, 3, 16, 16, dtype=torch.uint8)] * 2, "d1")
+    cases = [
+        (ValueError, "channels must be 1 or 3", lambda: ImageFolderDataset(root, channels=2)),
+        (TypeError, "size must be a positive int", lambda: ImageFolderDataset(root, size=32.0)),
+        (ValueError, "size must be a positive int", lambda: ImageFolderDataset(root, size=0)),
+        (ValueError, "at least one root folder", lambda: ImageFolderDataset([])),
+        (ValueError, "channels must be 1 or 3", lambda: load_image_file(next(root.rglob("*.png")), 16, 4)),
+        (ValueError, "multilabel must be", lambda: NpzDataset(tmp_path / "x.npz", multilabel="all")),
+        (ValueError, "channels must be 1 or 3", lambda: NpzDataset(tmp_path / "x.npz", channels=2)),
+        (ValueError, "has no class 'zz'", lambda: d1.class_index("zz")),
+        (ValueError, "repeat a class", lambda: subset(d1, [0, 0])),
+        (ValueError, "at least one dataset", lambda: ConcatClasses([])),
+        (ValueError, "class names repeat", lambda: ConcatClasses([d1, d1])),
+    ]
+    for cls, msg, call in cases:
+        with pytest.raises(cls, match=msg) as info:
+            call()
+        assert not isinstance(info.value, DataError), msg
 
 
 # --------------------------------------------------------------------------- duplicates

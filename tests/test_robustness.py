@@ -42,8 +42,11 @@ def test_corruption_deterministic_in_range_and_monotone(name: str, channels: int
         outs[s] = float((a - x).abs().mean())
     assert torch.equal(x, _images(channels))  # input untouched
     assert 0 < outs[1] <= outs[3] * 1.05 and outs[3] <= outs[5] * 1.05 and outs[1] < outs[5]
-    with pytest.raises(ConfigError, match="severity"):
+    with pytest.raises(ValueError, match="severity") as info:  # API misuse; --severities is checked by the CLI
         fn(x, 6, None)
+    assert not isinstance(info.value, ConfigError)
+    with pytest.raises(ValueError, match="float images"):
+        fn((x * 255).to(torch.uint8), 1, None)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +73,13 @@ def test_evaluate_robustness_report(tiny_exp) -> None:
     table = format_robustness(r)
     assert "PGD-2 linf 8/255" in table and "jpeg_compression" in table
     assert tiny_exp.model.training  # build leaves it in train mode; the evaluation restores it
-    with pytest.raises(ConfigError, match="corruptions"):
-        evaluate_robustness(tiny_exp, shots=1, episodes=2, corruptions=["fog"])
+    for kw, match in [({"corruptions": ["fog"]}, "corruptions"), ({"corrupt": "support"}, "corrupt="),
+                      ({"episodes": 0}, "episodes=0")]:  # API misuse; the CLI checks its flags first
+        with pytest.raises(ValueError, match=match) as info:
+            evaluate_robustness(tiny_exp, shots=1, **{"episodes": 2, **kw})
+        assert not isinstance(info.value, ConfigError)
+    with pytest.raises(ValueError, match="unknown result protocol"):
+        format_robustness({"protocol": "other"})
 
 
 def test_parse_epsilons() -> None:
@@ -83,6 +91,18 @@ def test_parse_epsilons() -> None:
 
 
 # ----------------------------------------------------------------------------- cross-validation
+
+
+def test_group_depth_is_api_misuse_and_a_one_line_cli_error(tmp_path: Path, capsys) -> None:
+    from kgmeta.cli import main
+
+    with pytest.raises(ValueError, match="group depth=0 must be >= 1"):
+        class_groups(None, [], depth=0)
+    rc = main(["evaluate", "--protocol", "cv", "--group-by-ontology", "--group-depth", "0",
+               "--out", str(tmp_path / "cv")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == ("kgmeta: error: --group-depth 0: give a subtree depth of at least 1 "
+                               "below the root"), err
 class _FakeFit:
     """Records the configs fit would train; returns a summary shaped like fit's."""
 

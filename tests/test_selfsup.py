@@ -81,6 +81,31 @@ def test_bad_input_is_one_line(tmp_path, images, capsys):
     assert rc == 2 and err.count("\n") == 0 and "broken.png" in err
 
 
+def test_api_misuse_is_value_or_type_error(tmp_path, images):
+    """Wrong arguments of pretrain() are the calling code's mistake, not a user's ConfigError."""
+    for kw, cls in [({"method": "mae"}, ValueError), ({"channels": 2}, ValueError), ({"steps": 0}, ValueError),
+                    ({"batch_size": 1}, ValueError), ({"image_size": 16.0}, TypeError)]:
+        with pytest.raises(cls, match="pretrain (method|channels|steps|batch_size|image_size)="):
+            pretrain([images], tmp_path / "w.pt", backbone="tiny", **kw)
+    with pytest.raises(ValueError, match="at least one folder"):
+        pretrain([], tmp_path / "w.pt", backbone="tiny")
+    assert not (tmp_path / "w.pt").exists()
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--steps", "0"], "--steps = 0 is out of range: must be >= 1"),
+    (["--batch-size", "1"], "--batch-size = 1 is out of range: must be >= 2"),
+    (["--image-size", "4"], "--image-size = 4 is out of range: must be >= 8"),
+    (["--workers", "-1"], "--workers = -1 is out of range: must be >= 0"),
+    (["--set", "pretrain.steps=0"], "pretrain.steps = 0 is out of range"),
+    (["--set", "data.channels=2"], "data.channels = 2 is out of range: must be one of 1, 3"),
+])
+def test_cli_bad_pretrain_settings_are_one_line(tmp_path, images, capsys, argv, fragment):
+    rc = main(["pretrain", "--images", str(images), "--out", str(tmp_path / "w.pt"), "--backbone", "tiny", *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "Traceback" not in err and fragment in err, err
+
+
 def test_cli_pretrain_from_config_section(tmp_path, images, capsys):
     cfg = tmp_path / "pre.yaml"
     cfg.write_text(f"data:\n  image_size: 16\n  channels: 1\nmodel:\n  backbone: tiny\n"

@@ -315,10 +315,43 @@ def test_hard_nuisance_does_not_depend_on_the_class(spec):
     assert (render_spec(spec, 16, 0, 32, setting="hard") != blank[0]).any(1).reshape(16, -1).any(1).all()
 
 
-def test_unknown_setting_is_a_data_error(spec, onto):
-    from kgmeta.errors import DataError
-
-    with pytest.raises(DataError, match=r"synthetic setting 'medium' is not valid; use one of easy, hard"):
+def test_unknown_setting_is_api_misuse(spec, onto):
+    """A setting argument is the calling code's (ValueError); data.synthetic_setting is checked by the config."""
+    with pytest.raises(ValueError, match=r"synthetic setting 'medium' is not valid; use one of easy, hard"):
         render_spec(spec, 2, setting="medium")
-    with pytest.raises(DataError, match="medium"):
+    with pytest.raises(ValueError, match="medium"):
         SyntheticDataset(onto, [EX + "LungNodule"], images_per_class=2, setting="medium")
+
+
+def test_api_misuse_is_value_or_index_error(spec, onto, tmp_path):
+    from kgmeta.errors import KGMetaError
+    from kgmeta.synthetic import write_folders
+
+    lung = [EX + "LungNodule"]
+    cases = [
+        (ValueError, "images is negative", lambda: render_spec(spec, -1)),
+        (ValueError, "too small", lambda: render_spec(spec, 2, size=4)),
+        (ValueError, "not supported by the synthetic renderer", lambda: render_spec(spec, 2, channels=2)),
+        (ValueError, "images_per_class=0", lambda: SyntheticDataset(onto, lung, images_per_class=0)),
+        (ValueError, "channels=2 must be 1 or 3", lambda: SyntheticDataset(onto, lung, channels=2)),
+        (ValueError, "size=4 must be >= 8", lambda: SyntheticDataset(onto, lung, size=4)),
+        (IndexError, "class index 5", lambda: SyntheticDataset(onto, lung, images_per_class=2).load(5, [0])),
+        (IndexError, "image index out of range", lambda: SyntheticDataset(onto, lung, images_per_class=2).load(0, [2])),
+        (ValueError, "split='dev'", lambda: write_folders(onto, tmp_path / "o", 1, split="dev")),
+        (ValueError, "n_per_class=0", lambda: write_folders(onto, tmp_path / "o", 0)),
+    ]
+    for cls, msg, call in cases:
+        with pytest.raises(cls, match=msg) as info:
+            call()
+        assert not isinstance(info.value, KGMetaError), msg
+
+
+@pytest.mark.parametrize("key,value", [("data.synthetic_setting", "medium"), ("data.images_per_class", "0"),
+                                       ("data.image_size", "4"), ("data.channels", "2")])
+def test_synthetic_settings_from_the_config_are_one_line(tmp_path, capsys, key, value):
+    from kgmeta.cli import main
+
+    rc = main(["train", "--out", str(tmp_path / "run"), "--set", f"{key}={value}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith("kgmeta: error: ") and key in err, err
