@@ -372,7 +372,7 @@ class TrainConfig(_Section):
 
     SECTION = "train"
 
-    steps: int = _opt(150, "outer (meta-)optimisation steps", ge=1)
+    steps: int = _opt(600, "outer (meta-)optimisation steps", ge=1)
     meta_batch: int = _opt(2, "episodes per outer step", ge=1, le=1024)
     lr: float = _opt(1e-3, "outer-loop (Adam) learning rate", gt=0.0)
     prior_lr: float = _opt(
@@ -396,7 +396,12 @@ class TrainConfig(_Section):
         "(finding site, morphology, ..., any typed relation, and is-a ancestors); 0: off", ge=0.0)
     grad_clip: float | None = _opt(
         10.0, "largest global gradient norm; null: no clipping", gt=0.0)
-    val_every: int = _opt(30, "validate every this many steps", ge=1)
+    val_every: int = _opt(50, "validate every this many steps", ge=1)
+    select_shots: tuple[int, ...] | None = _opt(
+        None, "shot counts whose mean meta-val accuracy picks `best.pt` (with the prior, on "
+        "episodes.val_episodes episodes each); null: 0 and episodes.k_shot for a model with a "
+        "graph prior (it is reported at both), episodes.k_shot without one", ge=0, le=1000,
+        min_items=1, unique=True)
     checkpoint_every: int = _opt(50, "save a checkpoint every this many steps", ge=1)
     seed: int = _opt(0, "random seed of the run", ge=0, le=2**32 - 1)
     init_from: str | None = _opt(

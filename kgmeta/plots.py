@@ -108,11 +108,16 @@ def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str =
         xs = np.array([r["step"] for r in val], dtype=float)
         ys = 100 * np.array([r["val_accuracy"] for r in val], dtype=float)
         ci = 100 * np.array([r.get("val_ci95") or 0.0 for r in val], dtype=float)
-        ax_val.plot(xs, ys, marker="o", ms=3, color="C2")
+        ax_val.plot(xs, ys, marker="o", ms=3, color="C2", label="accuracy")
         ax_val.fill_between(xs, ys - ci, ys + ci, color="C2", alpha=0.2, label="95% CI")
-        best = int(np.argmax(ys))
+        for i, key in enumerate(sorted({k for r in val for k in r if k.startswith("val_accuracy_")})):
+            pts = [(r["step"], 100 * r[key]) for r in val if isinstance(r.get(key), (int, float))]
+            ax_val.plot(*zip(*pts), marker="o", ms=3, color=f"C{4 + i}", label=key.removeprefix("val_accuracy_"))
+        # best.pt is the round of the highest selection score (the mean over train.select_shots)
+        score = 100 * np.array([r.get("val_score", r["val_accuracy"]) for r in val], dtype=float)
+        best = int(np.argmax(score))
         ax_val.scatter([xs[best]], [ys[best]], s=60, facecolors="none", edgecolors="k",
-                       label=f"best {ys[best]:.1f}% at step {int(xs[best])}", zorder=3)
+                       label=f"best.pt: step {int(xs[best])}", zorder=3)
         ax_val.legend(fontsize=8)
     else:
         ax_val.text(0.5, 0.5, "no meta-val evaluations", ha="center", va="center",

@@ -54,14 +54,16 @@ class Eta:
         t = exp.cfg.train
         self.say_at = min(t.steps, t.val_every if has_val and t.val_every <= 50 else start + 10)
         self.began = time.perf_counter()
-        self.val_s, self.val_episodes, self.val_began, self.said = 0.0, 0, 0.0, False
+        self.val_s, self.val_images, self.val_rounds, self.val_began, self.said = 0.0, 0, 0, 0.0, False
 
     def val_started(self) -> None:
         self.val_began = time.perf_counter()
 
-    def val_done(self, episodes: int) -> None:
+    def val_done(self, images: int) -> None:
+        """One meta-val round is over; it scored ``images`` images."""
         self.val_s += time.perf_counter() - self.val_began
-        self.val_episodes += episodes
+        self.val_images += images
+        self.val_rounds += 1
 
     def after_step(self, done: int) -> str | None:
         """The estimate line at the step it is due, else None."""
@@ -72,16 +74,18 @@ class Eta:
         t, e = cfg.train, cfg.episodes
         step_s = (time.perf_counter() - self.began - self.val_s) / (done - self.start)
         train_images = t.meta_batch * e.n_way * (max(e.k_shot, 1) + e.q_query)
-        if self.val_episodes:
-            per_image = self.val_s / self.val_episodes / (min(e.n_way, len(self.exp.splits["val"]))
-                                                           * (e.k_shot + e.q_query))
+        if self.val_images:
+            per_image = self.val_s / self.val_images
             rough = ""
         else:
             per_image = step_s / train_images / 3
             rough = "very "
         rounds = sum(1 for s in range(done + 1, t.steps + 1) if s % t.val_every == 0 or s == t.steps)
-        val_images = min(e.n_way, len(self.exp.splits["val"])) * (e.k_shot + e.q_query)
-        val_left = rounds * e.val_episodes * val_images * per_image if self.has_val else 0.0
+        if self.val_rounds:
+            val_left = rounds * self.val_s / self.val_rounds
+        else:
+            val_left = (rounds * e.val_episodes * min(e.n_way, len(self.exp.splits["val"]))
+                        * (e.k_shot + e.q_query) * per_image if self.has_val else 0.0)
         train_left = (t.steps - done) * step_s
         test = sum(eval_episode_sizes(self.exp)) * per_image
         total = train_left + val_left + test

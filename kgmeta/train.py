@@ -245,6 +245,22 @@ class _ScalarLog:
             self.wandb.finish()
 
 
+def _select_shots(cfg: RunConfig, model: KGMetaModel) -> tuple[int, ...]:
+    """The shot counts whose mean meta-val accuracy picks ``best.pt`` (``train.select_shots``).
+
+    By default a model with a graph prior is selected on 0 shots and ``episodes.k_shot`` alike:
+    it is reported at both, and the few-shot accuracy of nearby checkpoints often differs by
+    less than meta-val can resolve while their zero-shot accuracy does not."""
+    k = cfg.episodes.k_shot
+    if cfg.train.select_shots is None:
+        return (0, k) if model.conditioned and k > 0 else (k,)
+    if 0 in cfg.train.select_shots and not model.conditioned:
+        raise ConfigError(f"train.select_shots={list(cfg.train.select_shots)} includes 0, but "
+                          f"model.conditioning={cfg.model.conditioning} has no zero-shot classifier; "
+                          f"drop 0 or set model.conditioning=kg")
+    return tuple(cfg.train.select_shots)
+
+
 def _model_parameters(model: KGMetaModel) -> list[torch.nn.Parameter]:
     params = list(model.learner.outer_parameters())
     for part in model.graph_modules + model.extra_modules:
@@ -390,9 +406,9 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         + (f", {ctx.world} processes" if ctx.active else ""))
     zero_p = cfg.episodes.zero_shot_prob if model.conditioned else 0.0
     sampler = split_sampler(exp, "train", cfg.episodes.k_shot, zero_shot_prob=zero_p, seed=t.seed)
-    val_specs = (eval_specs(exp, "val", cfg.episodes.k_shot, cfg.episodes.val_episodes,
-                            eval_seed(cfg, VAL_SEED_OFFSET))
-                 if len(exp.splits["val"]) >= 2 and ctx.is_main else None)
+    select = _select_shots(cfg, model)
+    val_specs = ({k: eval_specs(exp, "val", k, cfg.episodes.val_episodes, eval_seed(cfg, VAL_SEED_OFFSET))
+                  for k in select} if len(exp.splits["val"]) >= 2 and ctx.is_main else None)
     warn = getattr(log, "warn", log)  # after the split's errors: a warning never precedes an error
     for line in split_warnings(exp.dataset.class_names, exp.dataset.class_iris, exp.splits,
                                cfg.episodes.n_way, exp.ontology.curie):
@@ -450,19 +466,30 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
             if val_specs is not None and (done % t.val_every == 0 or done == t.steps):
                 if eta is not None:
                     eta.val_started()
-                val = evaluate_specs(exp, val_specs)
+                val = {k: evaluate_specs(exp, specs) for k, specs in val_specs.items()}
                 if eta is not None:
-                    eta.val_done(len(val_specs))
-                record["val_accuracy"] = val["accuracy"][0]
-                record["val_ci95"] = val["accuracy"][1]
-                if best_val is None or val["accuracy"][0] > best_val:
-                    best_val, best_step = val["accuracy"][0], done
+                    eta.val_done(sum(len(i) for specs in val_specs.values() for spec in specs
+                                     for i in (*spec.support, *spec.query)))
+                score = sum(v["accuracy"][0] for v in val.values()) / len(val)
+                main_k = cfg.episodes.k_shot if cfg.episodes.k_shot in val else select[0]
+                record["val_accuracy"] = val[main_k]["accuracy"][0]
+                record["val_ci95"] = val[main_k]["accuracy"][1]
+                for k, v in val.items():
+                    if k != main_k:
+                        record[f"val_accuracy_{k}shot"] = v["accuracy"][0]
+                if len(val) > 1:
+                    record["val_score"] = score
+                if best_val is None or score > best_val:
+                    best_val, best_step = score, done
                     save_checkpoint(ckpt_dir / "best.pt", {"step": done, "model": model.state_dict(),
                                                            "fingerprint": config_fingerprint(cfg),
                                                            "config": config_to_dict(cfg)})
-                log(f"step {done}: loss {value:.4f}, meta-val accuracy {val['accuracy'][0]:.3f}"
-                    f" (best {best_val:.3f} at step {best_step})")
-                note = saturation.update(val["accuracy"][0], done)
+                shown = ", ".join(f"{v['accuracy'][0]:.3f} at {k} shot{'s' if k != 1 else ''}"
+                                  for k, v in val.items())
+                log(f"step {done}: loss {value:.4f}, meta-val accuracy {shown}"
+                    + (f" (mean {score:.3f}; best {best_val:.3f} at step {best_step})" if len(val) > 1
+                       else f" (best {best_val:.3f} at step {best_step})"))
+                note = saturation.update(val[main_k]["accuracy"][0], done)
                 if note:
                     warn(note)
             if eta is not None and (line := eta.after_step(done)):
@@ -485,7 +512,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
         if writer is not None:
             writer.close()
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": t.steps, "best_val_accuracy": best_val,
-                               "best_step": best_step, "train_s": round(time.time() - started, 1),
+                               "best_step": best_step, "selected_on_shots": list(select), "train_s": round(time.time() - started, 1),
                                "learner": cfg.model.learner, "conditioning": cfg.model.conditioning,
                                "processes": ctx.world, "threads": torch.get_num_threads()}
     if not ctx.is_main:

@@ -57,8 +57,6 @@ TABLE_FIGURE = re.compile(r"\d+\.\d+ ?%|\d \+- |\d\.\d+x\b")  # "48.0 %", "52.4 
 
 def _outside_generated(text: str) -> str:
     """README text a person types: not a figure block, not the config reference."""
-    # the Quick start figures become figure blocks (readme_figures.py)
-    text = text.split("\n## Python API", 1)[1]
     text = FIGURE_BLOCK.sub("", text)
     start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
     head, rest = text.split(start, 1)
@@ -81,11 +79,11 @@ def test_no_hand_typed_figures() -> None:
 
 def test_no_hand_typed_figures_catches_them() -> None:
     """The check above is not vacuous: a typed table row or CI is found, a figure block is not."""
-    typed = "\n## Python API\n| x | 90.1 +- 1.3 |\n| y | 48.0 % |\n<!-- config-reference:start --><!-- config-reference:end -->"
+    typed = "\n| x | 90.1 +- 1.3 |\n| y | 48.0 % |\n<!-- config-reference:start --><!-- config-reference:end -->"
     text = _outside_generated(typed)
     assert PLUS_MINUS.search(text)
     assert TABLE_FIGURE.search(text.splitlines()[-2])
-    block = "\n## Python API\n<!-- figure:run -->\n| x | 90.1 +- 1.3 |\n<!-- /figure:run -->\n" \
+    block = "\n<!-- figure:run -->\n| x | 90.1 +- 1.3 |\n<!-- /figure:run -->\n" \
             "<!-- config-reference:start --><!-- config-reference:end -->"
     assert not PLUS_MINUS.search(_outside_generated(block))
 
@@ -108,3 +106,32 @@ def test_measurement_links_resolve() -> None:
     assert _github_anchor("Confused pairs: data limit or metric limit?") == \
         "confused-pairs-data-limit-or-metric-limit"
     assert _github_anchor("Text features before graph.pt") == "text-features-before-graphpt"
+
+
+def _figures_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "benchmarks" / "readme_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_figure_blocks_are_rendered_from_saved_results() -> None:
+    """Every figure block equals what benchmarks/readme_figures.py renders from benchmarks/results/."""
+    figures = _figures_module()
+    blocks = figures.blocks(README)
+    assert {"default-run", "default-seeds"} <= set(blocks)
+    for name, body in blocks.items():
+        assert name in figures.FIGURES, f"README figure block {name!r} has no generator"
+        assert body == figures.render(name), (
+            f"README figure {name!r} differs from benchmarks/results/{name}.json: run python "
+            f"benchmarks/readme_figures.py --write (or --run {name} to measure it again)")
+    assert figures.rendered_readme(README) == README
+
+
+def test_default_run_figure_is_the_default_config() -> None:
+    """The saved default run was the README's main command, with nothing set."""
+    doc = _figures_module().result("default-run")
+    assert doc["command"] == "kgmeta train"
+    assert not doc["machine"]["kgmeta_changed_since_commit"]
