@@ -219,6 +219,7 @@ def format_prior_effect(results: dict[str, Any]) -> str | None:
     parts = []
     for shot, e in (effect or {}).items():
         d, ci = 100 * e["difference"], 100 * (e["ci95"] or 0)
+        d = 0.0 if round(d, 1) == 0 else d  # no "-0.0"
         verdict = ("within the CI: no measurable difference" if e["within_ci"]
                    else f"beyond the CI: the prior {'helps' if d > 0 else 'hurts'}")
         parts.append(f"{shot.removesuffix('shot')}-shot {d:+.1f} +- {ci:.1f} points ({verdict})")

@@ -89,3 +89,9 @@ def test_train_reports_plan_estimate_comparison_and_where(tmp_path: Path,
     assert lines[-4] == f"run folder: {run}"
     assert str(run / "summary.json") in lines[-3] and str(run / "plots") in lines[-2]
     assert "learning_curves.png" in lines[-2] and "tensorboard --logdir" in lines[-1]
+
+
+def test_format_prior_effect_never_prints_minus_zero() -> None:
+    line = format_prior_effect({"n_way": 5, "with_prior": {"0shot": None},
+                                "prior_effect": {"1shot": {"difference": -0.0002, "ci95": 0.002, "within_ci": True}}})
+    assert "1-shot +0.0 +- 0.2 points" in line
