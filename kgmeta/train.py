@@ -254,11 +254,15 @@ def _select_shots(cfg: RunConfig, model: KGMetaModel) -> tuple[int, ...]:
     k = cfg.episodes.k_shot
     if cfg.train.select_shots is None:
         return (0, k) if model.conditioned and k > 0 else (k,)
-    if 0 in cfg.train.select_shots and not model.conditioned:
+    return tuple(cfg.train.select_shots)
+
+
+def _check_select_shots(cfg: RunConfig) -> None:
+    """Refuse zero-shot model selection without a graph prior, before a run folder is made."""
+    if cfg.train.select_shots is not None and 0 in cfg.train.select_shots and cfg.model.conditioning != "kg":
         raise ConfigError(f"train.select_shots={list(cfg.train.select_shots)} includes 0, but "
                           f"model.conditioning={cfg.model.conditioning} has no zero-shot classifier; "
                           f"drop 0 or set model.conditioning=kg")
-    return tuple(cfg.train.select_shots)
 
 
 def _model_parameters(model: KGMetaModel) -> list[torch.nn.Parameter]:
@@ -300,6 +304,7 @@ def _prepare_run_dir(cfg: RunConfig | None, out: str | os.PathLike | None,
     if cfg is None:
         raise ConfigError("fit needs a config unless it resumes a run")
     learner_kwargs(cfg.model)  # a learner setting the config cannot pass: refused before the run folder
+    _check_select_shots(cfg)
     if out is not None:
         run_dir = check_run_dir(out)
         if (run_dir / "checkpoints" / "last.pt").exists():
