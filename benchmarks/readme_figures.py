@@ -11,7 +11,7 @@ Figures:
 * ``default-run``: what ``kgmeta train`` (no arguments, the README's main command) prints, run in
   an empty folder, progress bars left out.
 * ``default-seeds``: the default run over seeds 0-4 at 1 and 2 threads, and with one source of
-  randomness moved at a time (``benchmarks/seeds.py --decompose``): mean, standard deviation
+  randomness moved at a time to seeds 1 and 2 (``benchmarks/seeds.py --decompose``): mean, standard deviation
   and range over the runs beside the within-run 95% CI, for the checkpoint meta-val picked and
   for the last one.
 
@@ -20,7 +20,7 @@ Usage:
   python benchmarks/readme_figures.py --write                  # write README blocks from the saved results
   python benchmarks/readme_figures.py --check                  # exit 1 when README differs from them
   python benchmarks/readme_figures.py --list
-``--run default-seeds`` takes about 15 CPU-minutes on 2 idle cores (22 runs; ``--jobs 2``).
+``--run default-seeds`` takes about 30 minutes on 2 idle cores (16 runs of 600 steps).
 """
 
 from __future__ import annotations
@@ -110,8 +110,12 @@ def render_default_run(doc: dict) -> str:
 # ---------------------------------------------------------------------------------- default-seeds
 
 
+SEEDS_ARGS = ["--decompose", "--decompose-seeds", "1,2", "--jobs", "2"]
+
+
 def run_default_seeds() -> dict:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--decompose", "--jobs", "2"],
+    out = Path(tempfile.gettempdir()) / "kgmeta-readme-seeds"  # reused if an earlier try was cut short
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "seeds.py"), *SEEDS_ARGS, "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"benchmarks/seeds.py failed:\n{proc.stderr[-3000:]}")
@@ -124,9 +128,9 @@ def _cell(s: dict) -> str:
     return f"{s['mean']:.1f} (sd {s['sd']:.1f}; {s['min']:.1f}-{s['max']:.1f})"
 
 
-_GROUPS = (("seeds_1t", "seeds 0-4, 1 thread"), ("seeds_2t", "seeds 0-4, 2 threads"),
-           ("data", "images only: data seed 0-4"), ("init", "initialisation only: seed 0-4"),
-           ("order", "training episodes and dropout only: seed 0-4"))
+_GROUPS = (("seeds_1t", "seeds {seeds}, 1 thread"), ("seeds_2t", "seeds {seeds}, 2 threads"),
+           ("data", "images only: data seeds {seeds}"), ("init", "initialisation only: seeds {seeds}"),
+           ("order", "training episodes and dropout only: seeds {seeds}"))
 
 
 def render_default_seeds(doc: dict) -> str:
@@ -141,6 +145,8 @@ def render_default_seeds(doc: dict) -> str:
     for key, label in _GROUPS:
         if key not in groups:
             continue
+        source = key if key in ("data", "init", "order") else "order"  # seeds_*: every seed is train.seed
+        label = label.format(seeds=", ".join(str(v) for v in sorted(r[source] for r in doc["runs"] if r["group"] == key)))
         for ckpt in ("best", "last"):
             cells = [(_cell(groups[key][ckpt][metric]) if metric in groups[key][ckpt] else "-")
                      for metric, _ in SHOTS]
@@ -152,23 +158,25 @@ def render_default_seeds(doc: dict) -> str:
     moved = [abs(100 * (a["best"]["with_prior/0shot"][0] - b["best"]["with_prior/0shot"][0]))
              for a, b in thread_pairs]
     decomposed = next((r["threads"] for r in doc["runs"] if r["group"] == "order"), "-")
-    picked_early = sum(1 for r in doc["runs"] if r["best_step"] != cfg.train.steps)
+    unique = {(r["data"], r["init"], r["order"], r["threads"]): r for r in doc["runs"]}.values()
+    picked_early = sum(1 for r in unique if r["best_step"] != cfg.train.steps)
     overrides = " ".join(f"--set {o}" for o in doc["config"]["overrides"])
     return (f"The default run (`kgmeta train{' ' + overrides if overrides else ''}`, {cfg.train.steps} "
-            f"steps, {cfg.episodes.eval_episodes} test episodes per shot, {doc['evaluation']}) over "
-            f"seeds and thread counts: test accuracy %, mean over the runs, their "
+            f"steps, {cfg.episodes.eval_episodes} test episodes per shot; evaluation with {doc['evaluation']}) "
+            f"over seeds and thread counts: test accuracy %, mean over the runs, their "
             f"standard deviation and range. `best` is the checkpoint meta-val picked (what `kgmeta "
             f"train` reports), `last` the final one. The decomposition rows move one source of "
-            f"randomness with the others at seed 0, at {decomposed} thread(s), on the evaluation episodes "
+            f"randomness with the others at seed 0, at {decomposed} thread{'s' if decomposed != 1 else ''}, "
+            f"on the evaluation episodes "
             f"of seed 0. "
             f"(`python benchmarks/readme_figures.py --run default-seeds`, i.e. `benchmarks/seeds.py "
-            f"--decompose`; code {m['commit']}, {m['date']}, {m['cores']} cores, {doc['wall_s'] / 60:.0f} "
+            f"{' '.join(SEEDS_ARGS)}`; code {m['commit']}, {m['date']}, {m['cores']} cores, {doc['wall_s'] / 60:.0f} "
             f"min.)\n\n" + "\n".join(rows) + "\n\n"
             "Within one run the 95% CI half-width is at most "
             + ", ".join(f"{ci[metric]:.1f} ({label})" for metric, label in SHOTS)
             + f". The same seed on 1 and 2 threads moved zero-shot by "
             f"{min(moved):.1f}-{max(moved):.1f} points; meta-val picked a checkpoint before the last in "
-            f"{picked_early} of {len(doc['runs'])} runs.")
+            f"{picked_early} of {len(unique)} runs.")
 
 
 FIGURES = {

@@ -20,6 +20,10 @@ Groups:
 Evaluation is transductive (BatchNorm on each episode's batch, ``model.bn_mode: transductive``,
 the default) unless ``--set model.bn_mode=running``.
 
+``--out DIR`` keeps the run folders; run again with the same ``--out``, an interrupted benchmark
+reuses the runs it finished (each run is deterministic) and trains the others again. Runs with T
+threads go ``--jobs // T`` at a time.
+
 ``--split val`` measures on the meta-val classes instead (both checkpoints evaluated after
 training), for choosing settings without looking at the test classes.
 
@@ -37,6 +41,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,9 +86,16 @@ def _worker(spec: dict) -> dict:
         return exp
 
     experiment._build_data, train.build = build_data, build
-    started = time.time()
-    summary = train.fit(cfg, out=spec["out"], quiet=True, evaluate=spec.get("split", "test") == "test")
-    train_wall = time.time() - started
+    out = Path(spec["out"])
+    if (out / "summary.json").is_file():  # trained before this benchmark was interrupted: only evaluate
+        summary = json.loads((out / "summary.json").read_text())
+        train_wall = summary["train_s"]
+    else:
+        if out.exists():
+            shutil.rmtree(out)  # a run cut short: train it again from the start
+        started = time.time()
+        summary = train.fit(cfg, out=out, quiet=True, evaluate=spec.get("split", "test") == "test")
+        train_wall = time.time() - started
     split = spec.get("split", "test")
     results = {}
     for ckpt in ("best", "last"):
@@ -93,9 +105,11 @@ def _worker(spec: dict) -> dict:
         exp = experiment.load_run(spec["out"], checkpoint=ckpt)
         exp.cfg = cfg
         results[ckpt] = evaluation.evaluate_shots(exp, split)
-    return {"best_step": summary["best_step"], "best_val": summary["best_val_accuracy"], "steps": cfg.train.steps,
-            "wall_s": round(train_wall, 1), "best": _accuracies(results["best"]),
-            "last": _accuracies(results["last"])}
+    record = {"best_step": summary["best_step"], "best_val": summary["best_val_accuracy"], "steps": cfg.train.steps,
+              "wall_s": round(train_wall, 1), "best": _accuracies(results["best"]),
+              "last": _accuracies(results["last"])}
+    (out / "record.json").write_text(json.dumps(record))
+    return record
 
 
 def _accuracies(results: dict) -> dict:
@@ -104,6 +118,12 @@ def _accuracies(results: dict) -> dict:
 
 
 def _run(spec: dict) -> dict:
+    saved = Path(spec["out"]) / "record.json"
+    if saved.is_file():  # finished before an interruption: the same deterministic run
+        record = json.loads(saved.read_text())
+        record.update({k: spec[k] for k in ("name", "group", "data", "init", "order", "threads")})
+        record["process_s"] = None
+        return record
     threads = str(spec["threads"])
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -146,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--decompose", action="store_true")
     ap.add_argument("--decompose-threads", type=int, default=1)
+    ap.add_argument("--decompose-seeds", default=None,
+                    help="seeds of the one-source groups (default: --seeds; seed 0 is every group's base)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     ap.add_argument("--out", default=None, help="folder for the run folders (default: a temp folder)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each with its own threads)")
@@ -165,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                           "init": seed, "order": seed, "threads": threads})
     if args.decompose:
         for source in ("data", "init", "order"):
-            for seed in seeds:
+            for seed in ([int(s) for s in args.decompose_seeds.split(",")] if args.decompose_seeds else seeds):
                 if seed == 0:
                     continue
                 seeds_of = {"data": 0, "init": 0, "order": 0, source: seed}
@@ -175,8 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         spec["overrides"], spec["split"] = list(args.overrides), args.split
         spec["out"] = str(out / spec["name"])
     started = time.time()
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        runs = list(pool.map(_run, specs))
+    runs_by_name = {}
+    for threads in sorted({spec["threads"] for spec in specs}):
+        # never more threads than --jobs at once: OpenMP threads spin while they wait, so an
+        # oversubscribed core slows every run several times over
+        batch = [spec for spec in specs if spec["threads"] == threads]
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs // threads)) as pool:
+            runs_by_name.update((r["name"], r) for r in pool.map(_run, batch))
+    runs = [runs_by_name[spec["name"]] for spec in specs]
     if args.decompose:  # seed 0 at the decomposition's thread count is every group's base run
         base = [r for r in runs if r["group"] == f"seeds_{args.decompose_threads}t" and r["order"] == 0]
         for r in base:

@@ -95,3 +95,22 @@ def test_format_prior_effect_never_prints_minus_zero() -> None:
     line = format_prior_effect({"n_way": 5, "with_prior": {"0shot": None},
                                 "prior_effect": {"1shot": {"difference": -0.0002, "ci95": 0.002, "within_ci": True}}})
     assert "1-shot +0.0 +- 0.2 points" in line
+
+
+def test_model_selection_on_zero_and_k_shots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--config", SMOKE, "--out", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["selected_on_shots"] == [0, 1]  # the default for a model with a prior
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rounds = [r for r in records if "val_score" in r]
+    assert [r["step"] for r in rounds] == [3, 6]
+    for r in rounds:
+        assert r["val_score"] == pytest.approx((r["val_accuracy"] + r["val_accuracy_0shot"]) / 2)
+    best = max(rounds, key=lambda r: r["val_score"])  # the first of equal scores is kept
+    assert summary["best_step"] == best["step"] and summary["best_val_accuracy"] == best["val_score"]
+    capsys.readouterr()
+    bad = main(["train", "--config", SMOKE, "--out", str(tmp_path / "bad"), "--set", "model.conditioning=none",
+                "--set", "train.select_shots=[0,1]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert bad == 2 and len(err) == 1 and "has no zero-shot classifier; drop 0" in err[0]
