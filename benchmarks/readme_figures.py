@@ -62,6 +62,7 @@ def _last_json(stdout: str) -> dict:
 # ------------------------------------------------------------------------------------ default-run
 
 
+_LOG_ONLY = ("building the experiment:",)  # kgmeta.train._RunLog.note lines: train.log, not stderr
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")  # train.log's time stamps
 
 
@@ -95,7 +96,10 @@ def run_default_run() -> dict:
 
 def render_default_run(doc: dict) -> str:
     m = doc["machine"]
-    body = "\n".join(doc["log"] + doc["stdout"])
+    # train.log also holds the lines kgmeta train writes there only (before anything can fail on
+    # bad input); the block shows what the command printed
+    printed = [line for line in doc["log"] if not line.startswith(_LOG_ONLY)]
+    body = "\n".join(printed + doc["stdout"])
     one = doc["one_thread"]
     zero = one["accuracy"].get("with_prior/0shot")
     return (f"What `kgmeta train` printed here (seed 0, {m['torch_threads']} threads on {m['cores']} "
