@@ -62,7 +62,6 @@ def _last_json(stdout: str) -> dict:
 # ------------------------------------------------------------------------------------ default-run
 
 
-_LOG_ONLY = ("building the experiment:",)  # kgmeta.train._RunLog.note lines: train.log, not stderr
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")  # train.log's time stamps
 
 
@@ -78,12 +77,15 @@ def _train(*overrides: str) -> dict:
             raise SystemExit(f"kgmeta train failed:\n{proc.stderr[-3000:]}")
         run = next((Path(tmp) / "runs").iterdir())
         log = [_STAMP.sub("", line) for line in (run / "train.log").read_text().splitlines()]
+        shown = set(re.split(r"[\r\n]", proc.stderr))  # stderr without its progress bars' redraws
+        printed = [line for line in log if line in shown]  # train.log holds a few lines stderr does not
         summary = json.loads((run / "summary.json").read_text())
     test = summary["test"]
     accuracy = {f"{arm}/{shot}": entry["accuracy"] for arm in ("with_prior", "without_prior")
                 for shot, entry in (test[arm] or {}).items() if entry}
     return {"command": " ".join(["kgmeta", "train", *args]), "wall_s": round(wall, 1),
-            "train_s": summary["train_s"], "log": log, "stdout": proc.stdout.splitlines(), "accuracy": accuracy,
+            "train_s": summary["train_s"], "log": log, "printed": printed, "stdout": proc.stdout.splitlines(),
+            "accuracy": accuracy,
             "prior_effect": test.get("prior_effect"), "best_step": summary["best_step"]}
 
 
@@ -96,10 +98,7 @@ def run_default_run() -> dict:
 
 def render_default_run(doc: dict) -> str:
     m = doc["machine"]
-    # train.log also holds the lines kgmeta train writes there only (before anything can fail on
-    # bad input); the block shows what the command printed
-    printed = [line for line in doc["log"] if not line.startswith(_LOG_ONLY)]
-    body = "\n".join(printed + doc["stdout"])
+    body = "\n".join(doc["printed"] + doc["stdout"])
     one = doc["one_thread"]
     zero = one["accuracy"].get("with_prior/0shot")
     return (f"What `kgmeta train` printed here (seed 0, {m['torch_threads']} threads on {m['cores']} "

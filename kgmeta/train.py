@@ -414,6 +414,8 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
     select = _select_shots(cfg, model)
     val_specs = ({k: eval_specs(exp, "val", k, cfg.episodes.val_episodes, eval_seed(cfg, VAL_SEED_OFFSET))
                   for k in select} if len(exp.splits["val"]) >= 2 and ctx.is_main else None)
+    val_images = (sum(len(i) for specs in val_specs.values() for spec in specs for i in (*spec.support, *spec.query))
+                  if val_specs is not None else 0)  # what one meta-val round scores, for the ETA
     warn = getattr(log, "warn", log)  # after the split's errors: a warning never precedes an error
     for line in split_warnings(exp.dataset.class_names, exp.dataset.class_iris, exp.splits,
                                cfg.episodes.n_way, exp.ontology.curie):
@@ -473,8 +475,7 @@ def _fit(cfg: RunConfig | None, ctx: DistContext, *, out, resume, device, quiet:
                     eta.val_started()
                 val = {k: evaluate_specs(exp, specs) for k, specs in val_specs.items()}
                 if eta is not None:
-                    eta.val_done(sum(len(i) for specs in val_specs.values() for spec in specs
-                                     for i in (*spec.support, *spec.query)))
+                    eta.val_done(val_images)
                 score = sum(v["accuracy"][0] for v in val.values()) / len(val)
                 main_k = cfg.episodes.k_shot if cfg.episodes.k_shot in val else select[0]
                 record["val_accuracy"] = val[main_k]["accuracy"][0]
